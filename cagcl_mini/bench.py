@@ -1,0 +1,72 @@
+"""The project's benchmarks, run as ``cagcl-mini bench NAME [--json]``.
+
+Each benchmark is a function returning a flat-ish dict of measured figures. The runner prints a short
+human summary and, with ``--json``, one JSON object as the last line so scripts can parse it.
+Timings are medians over repeats; wall-clock numbers depend on the machine, so ratios against a
+naive or reference version are reported next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_data(args) -> dict:
+    """Embedded dataset generation speed (issue: 300 volumes of 64^3 in <= 30 s on 2 cores)."""
+    raise NotImplementedError("bench data is not written yet")
+
+
+def bench_reports(args) -> dict:
+    """Report splitting accuracy on the real CT-RATE cases in ../shared/data."""
+    raise NotImplementedError("bench reports is not written yet")
+
+
+def bench_pooling(args) -> dict:
+    """Mask pooling speed against feature.sum() and a per-anatomy loop."""
+    raise NotImplementedError("bench pooling is not written yet")
+
+
+def bench_train(args) -> dict:
+    """Training throughput, peak memory and the text-cache speedup."""
+    raise NotImplementedError("bench train is not written yet")
+
+
+def bench_claims(args) -> dict:
+    """The CA-GCL claims, fvlm vs cagcl, means over seeds."""
+    raise NotImplementedError("bench claims is not written yet")
+
+
+BENCHMARKS: dict[str, Callable[[Any], dict]] = {
+    "data": bench_data,
+    "reports": bench_reports,
+    "pooling": bench_pooling,
+    "train": bench_train,
+    "claims": bench_claims,
+}
+
+
+def run(name: str, args) -> dict:
+    """Run one benchmark, print its figures, and print the JSON object last when asked."""
+    result = BENCHMARKS[name](args)
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return result
