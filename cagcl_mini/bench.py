@@ -34,7 +34,9 @@ def bench_data(args) -> dict:
 
 def bench_reports(args) -> dict:
     """Report splitting accuracy on the real CT-RATE cases in ../shared/data."""
-    raise NotImplementedError("bench reports is not written yet")
+    from cagcl_mini.report_eval import benchmark
+
+    return benchmark(shuffle_seeds=getattr(args, "seeds", 3), repeats=getattr(args, "repeats", 3))
 
 
 def bench_pooling(args) -> dict:

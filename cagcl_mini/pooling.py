@@ -1,0 +1,410 @@
+"""Anatomy mask pooling: one feature vector per (sample, anatomy) from a 3D feature map.
+
+A vision encoder turns a CT volume ``(B,1,H,W,D)`` into a coarser feature map ``(B,C,h,w,d)``; the
+anatomy map ``(B,H,W,D)`` (0 background, 1..K the catalog's anatomies) lives at the input
+resolution. Pooling happens in two steps:
+
+1. **Masks to feature resolution** (:func:`masks_to_feature_resolution`): each feature voxel sees a
+   block of input voxels; its weight for anatomy k is the *fraction of that block covered by k*
+   (average pooling of the one-hot mask, exactly what ``adaptive_avg_pool3d`` computes). We count
+   labels with one ``bincount`` over ``feature_voxel * (K+1) + label`` instead of building the
+   ``(B,K+1,H,W,D)`` float one-hot (``K+1`` times the volume's memory). Soft coverage beats
+   nearest-neighbour downsampling for small organs: nearest keeps one input voxel per block, so an
+   organ thinner than the stride (oesophagus, a trachea at 4x) can vanish or jump by half a block,
+   while coverage keeps every voxel's vote, gives partial-volume voxels a proportional weight,
+   and sums to the organ's true volume (in feature voxels).
+2. **Pooling** (:func:`mean_mask_pool`): the coverage-weighted mean of the feature vectors,
+   ``pooled[b,k] = sum_n w[b,k,n] f[b,:,n] / sum_n w[b,k,n]``, for all samples and anatomies at once.
+   Two exact implementations of that one formula:
+
+   * ``"dense"``: ``einsum('bkn,bcn->bkc')`` as one batched matmul. Simple, but K multiply-adds per
+     feature element, so its time grows with K.
+   * ``"sparse"``: each feature voxel belongs to one anatomy (two or three on boundaries), so the
+     ``(B*K, B*N)`` block-diagonal weight matrix is almost empty. As a CSR matrix times the
+     channels-last features it costs ``O(nnz * C)``, about one pass over the features whatever K.
+     Channel-first features pay one transposing copy first (free for ``channels_last_3d`` maps).
+
+   ``"auto"`` (the default) uses ``"sparse"``: it is the faster one from K = 8 upward in
+   ``cagcl-mini bench pooling`` and its time barely moves with K. Both are differentiable with
+   respect to the features and equal to a per-anatomy boolean-mask loop (see tests/test_pooling.py).
+
+An anatomy with no coverage in a sample is reported absent (``present`` False) and pooled to zeros:
+no NaN, and finite gradients. :class:`AttentionMaskPool` is the fVLM-style learned alternative.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_METHODS = ("auto", "dense", "sparse")
+
+
+def _check_labels(anatomy: Tensor, num_anatomies: int) -> None:
+    if anatomy.dim() != 4 or anatomy.dtype.is_floating_point or anatomy.dtype == torch.bool:
+        raise ValueError(
+            f"anatomy must be an integer label map (B,H,W,D), got {anatomy.dtype} {tuple(anatomy.shape)}"
+        )
+    if anatomy.numel() and (int(anatomy.min()) < 0 or int(anatomy.max()) > num_anatomies):
+        raise ValueError(
+            f"anatomy labels must lie in 0..{num_anatomies} (0 background), "
+            f"got {int(anatomy.min())}..{int(anatomy.max())}"
+        )
+
+
+def _axis_cells(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For one axis: the output cells each input index falls in (-1 padded), and cell sizes.
+
+    Cells follow ``adaptive_avg_pool3d``: cell i spans ``[floor(i*n_in/n_out), ceil((i+1)*n_in/n_out))``,
+    so when ``n_out`` does not divide ``n_in`` neighbouring cells overlap by one voxel.
+    """
+    i = torch.arange(n_out, device=device)
+    start = (i * n_in) // n_out
+    end = ((i + 1) * n_in + n_out - 1) // n_out
+    x = torch.arange(n_in, device=device)[:, None]
+    member = (x >= start) & (x < end)
+    cells = torch.where(member, i, n_out).sort(dim=1).values
+    cells = cells[:, : int(member.sum(1).max())]
+    return cells.masked_fill(cells == n_out, -1), end - start
+
+
+def masks_to_feature_resolution(
+    anatomy: Tensor,
+    feature_shape: tuple[int, int, int],
+    num_anatomies: int,
+    *,
+    include_background: bool = False,
+    method: str = "count",
+) -> Tensor:
+    """Fraction of each feature voxel covered by each anatomy: ``(B,K,h,w,d)`` float32.
+
+    ``anatomy`` is the ``(B,H,W,D)`` label map. ``include_background`` prepends channel 0
+    (background), so the ``K+1`` channels sum to 1 in every feature voxel. ``method="count"``
+    bincounts labels per feature voxel (no one-hot); ``"onehot"`` is the textbook
+    ``adaptive_avg_pool3d(one_hot(...))``, kept as the reference. Both give the same numbers.
+    """
+    _check_labels(anatomy, num_anatomies)
+    h, w, d = (int(s) for s in feature_shape)
+    if min(h, w, d) < 1:
+        raise ValueError(f"feature_shape must be three positive sizes, got {feature_shape}")
+    k1 = num_anatomies + 1
+    if method == "onehot":
+        onehot = F.one_hot(anatomy.long(), k1).permute(0, 4, 1, 2, 3).float()
+        out = F.adaptive_avg_pool3d(onehot, (h, w, d))
+    elif method == "count":
+        out = _coverage_by_counting(anatomy.long(), (h, w, d), k1)
+    else:
+        raise ValueError(f"method must be 'count' or 'onehot', got {method!r}")
+    return (out if include_background else out[:, 1:]).contiguous()
+
+
+def _coverage_by_counting(labels: Tensor, shape: tuple[int, int, int], k1: int) -> Tensor:
+    b, n_cells = labels.shape[0], shape[0] * shape[1] * shape[2]
+    axes = [_axis_cells(n, m, labels.device) for n, m in zip(labels.shape[1:], shape, strict=True)]
+    offset = torch.arange(b, device=labels.device).view(b, 1, 1, 1) * n_cells
+    counts = torch.zeros(b * n_cells * k1, dtype=torch.long, device=labels.device)
+    # One bincount when the factors divide; overlapping cells add one more pass per extra slot.
+    for jx in range(axes[0][0].shape[1]):
+        for jy in range(axes[1][0].shape[1]):
+            for jz in range(axes[2][0].shape[1]):
+                sub, picked = labels, []
+                for axis, (cells, _), j in zip((1, 2, 3), axes, (jx, jy, jz), strict=True):
+                    keep = (cells[:, j] >= 0).nonzero().squeeze(1)
+                    if keep.numel() < cells.shape[0]:
+                        sub = sub.index_select(axis, keep)
+                    picked.append(cells[keep, j])
+                cx, cy, cz = picked
+                cell = (cx.view(-1, 1, 1) * shape[1] + cy.view(1, -1, 1)) * shape[2] + cz.view(
+                    1, 1, -1
+                )
+                idx = ((offset + cell) * k1 + sub).reshape(-1)
+                counts += torch.bincount(idx, minlength=counts.numel())
+    sizes = [s for _, s in axes]
+    volume = (sizes[0].view(-1, 1, 1) * sizes[1].view(1, -1, 1) * sizes[2].view(1, 1, -1)).float()
+    cover = counts.view(b, *shape, k1).float() / volume.unsqueeze(-1)
+    return cover.permute(0, 4, 1, 2, 3)
+
+
+def downsample_labels(
+    anatomy: Tensor, feature_shape: tuple[int, int, int], num_anatomies: int, rule: str = "majority"
+) -> Tensor:
+    """A hard label map ``(B,h,w,d)`` at feature resolution, for display and comparison.
+
+    ``"majority"``: the label covering most of each feature voxel (background included);
+    ``"nearest"``: ``F.interpolate(mode="nearest")``, the naive choice that can lose small organs.
+    """
+    if rule == "majority":
+        return masks_to_feature_resolution(
+            anatomy, feature_shape, num_anatomies, include_background=True
+        ).argmax(1)
+    if rule == "nearest":
+        _check_labels(anatomy, num_anatomies)
+        return F.interpolate(anatomy[:, None].float(), size=tuple(feature_shape), mode="nearest")[
+            :, 0
+        ].long()
+    raise ValueError(f"rule must be 'majority' or 'nearest', got {rule!r}")
+
+
+@dataclass
+class MaskWeights:
+    """Anatomy weights at feature resolution, ready for pooling (compute once, pool many times).
+
+    ``dense`` ``(B,K,N)`` coverage fractions (``N = h*w*d``), ``total`` ``(B,K)`` their sums,
+    ``present`` ``(B,K)`` whether an anatomy has any coverage, ``sparse`` the same weights as a
+    block-diagonal ``(B*K, B*N)`` CSR matrix (built on first use).
+    """
+
+    dense: Tensor
+    total: Tensor
+    present: Tensor
+    feature_shape: tuple[int, int, int]
+    _sparse: Tensor | None = None
+
+    @property
+    def sparse(self) -> Tensor:
+        if self._sparse is None:
+            b, k, n = self.dense.shape
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": it works on CPU/CUDA
+                warnings.simplefilter("ignore", UserWarning)
+                csr = self.dense.reshape(b * k, n).to_sparse_csr()
+            rows = torch.arange(b * k, device=self.dense.device).repeat_interleave(
+                csr.crow_indices().diff()
+            )
+            cols = csr.col_indices() + (rows // k) * n  # shift sample b's columns to its block
+            self._sparse = torch.sparse_csr_tensor(
+                csr.crow_indices(), cols, csr.values(), (b * k, b * n), check_invariants=False
+            )
+        return self._sparse
+
+
+def prepare_weights(
+    anatomy: Tensor | MaskWeights,
+    feature_shape: tuple[int, int, int],
+    num_anatomies: int,
+    min_coverage: float = 0.0,
+) -> MaskWeights:
+    """Weights for pooling a ``feature_shape`` map, from labels ``(B,H,W,D)`` or weights ``(B,K,h,w,d)``.
+
+    Feature voxels whose coverage of an anatomy is below ``min_coverage`` are dropped for that
+    anatomy (0 keeps every voxel the anatomy touches). An anatomy left with no weight is absent.
+    """
+    if isinstance(anatomy, MaskWeights):
+        if tuple(anatomy.feature_shape) != tuple(feature_shape):
+            raise ValueError(
+                f"weights were prepared for features {anatomy.feature_shape}, got {feature_shape}"
+            )
+        return anatomy
+    shape = tuple(int(s) for s in feature_shape)
+    if anatomy.dtype.is_floating_point:
+        if (
+            anatomy.dim() != 5
+            or anatomy.shape[1] != num_anatomies
+            or tuple(anatomy.shape[2:]) != shape
+        ):
+            raise ValueError(
+                f"weights must be (B,{num_anatomies},{','.join(map(str, shape))}), "
+                f"got {tuple(anatomy.shape)}"
+            )
+        weights = anatomy
+    else:
+        weights = masks_to_feature_resolution(anatomy, shape, num_anatomies)
+    dense = weights.reshape(weights.shape[0], num_anatomies, -1).float()
+    if min_coverage > 0:
+        dense = dense.masked_fill(dense < min_coverage, 0.0)
+    total = dense.sum(-1)
+    return MaskWeights(dense.contiguous(), total, total > 0, shape)  # type: ignore[arg-type]
+
+
+def _channels_last_tokens(features: Tensor) -> Tensor:
+    """``(B*N, C)`` tokens; a view when ``features`` is ``channels_last_3d``, else one copy."""
+    b, c = features.shape[:2]
+    return features.permute(0, 2, 3, 4, 1).reshape(-1, c)
+
+
+def mean_mask_pool(
+    features: Tensor,
+    anatomy: Tensor | MaskWeights,
+    num_anatomies: int,
+    min_coverage: float = 0.0,
+    method: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Coverage-weighted mean feature of every anatomy: ``(pooled (B,K,C), present (B,K) bool)``.
+
+    ``features`` is ``(B,C,h,w,d)``; ``anatomy`` a label map ``(B,H,W,D)`` at any resolution, weights
+    ``(B,K,h,w,d)``, or :class:`MaskWeights` from :func:`prepare_weights` (the fast path in a loop).
+    Absent anatomies pool to zeros. ``method``: ``"auto"``, ``"dense"`` or ``"sparse"`` (module doc).
+    """
+    if features.dim() != 5:
+        raise ValueError(f"features must be (B,C,h,w,d), got {tuple(features.shape)}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    mw = prepare_weights(anatomy, tuple(features.shape[2:]), num_anatomies, min_coverage)
+    b, c = features.shape[:2]
+    if mw.dense.shape[0] != b:
+        raise ValueError(f"features have batch {b} but the anatomy weights {mw.dense.shape[0]}")
+    weights = mw.dense.to(features.dtype)
+    if method == "dense":
+        pooled_sum = torch.bmm(weights, features.reshape(b, c, -1).transpose(1, 2))
+    else:
+        sparse = mw.sparse if mw.sparse.dtype == features.dtype else mw.sparse.to(features.dtype)
+        pooled_sum = torch.sparse.mm(sparse, _channels_last_tokens(features)).view(b, -1, c)
+    denom = mw.total.to(features.dtype).clamp_min(torch.finfo(features.dtype).tiny)
+    pooled = pooled_sum / denom.unsqueeze(-1)
+    return pooled.masked_fill(~mw.present.unsqueeze(-1), 0.0), mw.present
+
+
+class AttentionMaskPool(nn.Module):
+    """fVLM-style attention pooling: one learned query per anatomy attends to that anatomy's tokens.
+
+    Keys and values are linear maps of the feature tokens; each anatomy's query sees only the
+    tokens it covers. The attention logits get ``log(coverage)`` added, so ``-inf`` outside the
+    anatomy, and with equal scores the softmax reproduces the coverage-weighted mean exactly:
+    attention pooling is mean pooling with learned, content-dependent re-weighting. With
+    ``residual=True`` the mean-pooled vector is added and the output projection starts at zero,
+    so training starts from plain mean pooling. Returns ``(pooled (B,K,C), present (B,K))``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_anatomies: int,
+        num_heads: int = 4,
+        residual: bool = True,
+        min_coverage: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+        self.num_anatomies, self.num_heads = num_anatomies, num_heads
+        self.residual, self.min_coverage = residual, min_coverage
+        self.query = nn.Parameter(torch.randn(num_anatomies, channels) / math.sqrt(channels))
+        self.key = nn.Linear(channels, channels)
+        self.value = nn.Linear(channels, channels)
+        self.out = nn.Linear(channels, channels)
+        if residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: Tensor, anatomy: Tensor | MaskWeights) -> tuple[Tensor, Tensor]:
+        b, c = features.shape[:2]
+        k, heads = self.num_anatomies, self.num_heads
+        mw = prepare_weights(anatomy, tuple(features.shape[2:]), k, self.min_coverage)
+        tokens = features.reshape(b, c, -1).transpose(1, 2)  # (B,N,C)
+        keys = self.key(tokens).view(b, -1, heads, c // heads).transpose(1, 2)  # (B,h,N,C/h)
+        values = self.value(tokens).view(b, -1, heads, c // heads).transpose(1, 2)
+        queries = self.query.view(k, heads, c // heads).transpose(0, 1).expand(b, -1, -1, -1)
+        # log-coverage bias; rows of absent anatomies get 0 instead of all -inf (which gives NaN).
+        weights = mw.dense.to(features.dtype)
+        bias = torch.where(mw.present.unsqueeze(-1), weights.log(), torch.zeros_like(weights))
+        attended = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=bias.unsqueeze(1)
+        )
+        pooled = self.out(attended.transpose(1, 2).reshape(b, k, c))
+        if self.residual:
+            pooled = pooled + mean_mask_pool(features, mw, k)[0]
+        return pooled.masked_fill(~mw.present.unsqueeze(-1), 0.0), mw.present
+
+
+def _bench_labels(batch: int, size: int, num_anatomies: int, seed: int = 0) -> Tensor:
+    """Organs tiling a body: Voronoi cells of K random seeds inside a centred ellipsoid.
+
+    Denser than a real CT (every body voxel belongs to an anatomy, about half the cube), so the
+    sparse pooling path is timed on more work than it would see in practice.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    axis = torch.linspace(-1, 1, size)
+    x, y, z = axis.view(-1, 1, 1), axis.view(1, -1, 1), axis.view(1, 1, -1)
+    body = (x**2 + y**2 + z**2) <= 1.0
+    labels = torch.zeros(batch, size, size, size, dtype=torch.long)
+    for b in range(batch):
+        seeds = (torch.rand(num_anatomies, 3, generator=gen) * 1.4 - 0.7).tolist()
+        best = torch.full((size, size, size), float("inf"))
+        for k, (sx, sy, sz) in enumerate(seeds, start=1):
+            dist = (x - sx) ** 2 + (y - sy) ** 2 + (z - sz) ** 2
+            closer = dist < best
+            best = torch.where(closer, dist, best)
+            labels[b].masked_fill_(closer & body, k)
+    return labels
+
+
+def benchmark(
+    feature_sizes: tuple[int, ...] = (16, 32),
+    anatomy_counts: tuple[int, ...] = (8, 32),
+    batch: int = 4,
+    channels: int = 128,
+    upsample: int = 4,
+    repeats: int = 15,
+) -> dict:
+    """Time mask downsampling and pooling on CPU; the figures of ``cagcl-mini bench pooling``.
+
+    Labels live at ``upsample`` times the feature size. Pooling is timed from weights prepared
+    once at feature resolution (as a training step would reuse a batch's masks); preparing them is
+    timed separately. Times are medians in milliseconds.
+    """
+    from cagcl_mini.bench import median_time
+
+    def ms(fn, n=repeats) -> float:
+        return round(1e3 * median_time(fn, repeats=n, warmup=2), 4)
+
+    result: dict = {"batch": batch, "channels": channels, "threads": torch.get_num_threads()}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for s in feature_sizes:
+            shape = (s, s, s)
+            features = torch.randn(batch, channels, *shape, generator=gen)
+            features_cl = features.contiguous(memory_format=torch.channels_last_3d)
+            t_sum = ms(lambda f=features: f.sum())
+            result[f"f{s}_sum_ms"] = t_sum
+            for k in anatomy_counts:
+                key = f"f{s}_k{k}"
+                labels = _bench_labels(batch, s * upsample, k, seed=s * 1000 + k)
+                result[f"{key}_masks_count_ms"] = ms(
+                    lambda lab=labels, k=k: masks_to_feature_resolution(lab, shape, k), 3
+                )
+                result[f"{key}_masks_onehot_ms"] = ms(
+                    lambda lab=labels, k=k: masks_to_feature_resolution(
+                        lab, shape, k, method="onehot"
+                    ),
+                    3,
+                )
+                weights = masks_to_feature_resolution(labels, shape, k)
+                result[f"{key}_prepare_ms"] = ms(
+                    lambda w=weights, k=k: prepare_weights(w, shape, k).sparse, 3
+                )
+                mw = prepare_weights(weights, shape, k)
+                mw.sparse  # noqa: B018  (build the CSR once, outside the timing)
+                for method in ("sparse", "dense"):
+                    result[f"{key}_{method}_ms"] = ms(
+                        lambda m=method, mw=mw, k=k: mean_mask_pool(features, mw, k, method=m)
+                    )
+                result[f"{key}_sparse_channels_last_ms"] = ms(
+                    lambda mw=mw, k=k: mean_mask_pool(features_cl, mw, k, method="sparse")
+                )
+                hard = downsample_labels(labels, shape, k).reshape(batch, -1)
+                masks = [[hard[b] == j for j in range(1, k + 1)] for b in range(batch)]
+                flat = features.reshape(batch, channels, -1)
+
+                def loop(masks=masks, flat=flat) -> list[Tensor]:
+                    return [flat[b][:, m].mean(-1) for b in range(batch) for m in masks[b]]
+
+                result[f"{key}_loop_ms"] = ms(loop, max(3, repeats // 3))
+                attention = AttentionMaskPool(channels, k)
+                result[f"{key}_attention_ms"] = ms(lambda a=attention, mw=mw: a(features, mw), 3)
+                t_pool = result[f"{key}_sparse_ms"]  # method="auto"
+                result[f"{key}_ratio_to_sum"] = round(t_pool / t_sum, 3)
+                result[f"{key}_dense_ratio_to_sum"] = round(result[f"{key}_dense_ms"] / t_sum, 3)
+                result[f"{key}_speedup_vs_loop"] = round(result[f"{key}_loop_ms"] / t_pool, 2)
+            if len(anatomy_counts) > 1:
+                lo, hi = f"f{s}_k{min(anatomy_counts)}", f"f{s}_k{max(anatomy_counts)}"
+                result[f"f{s}_k_scaling"] = round(
+                    result[f"{hi}_sparse_ms"] / result[f"{lo}_sparse_ms"], 3
+                )
+                result[f"f{s}_dense_k_scaling"] = round(
+                    result[f"{hi}_dense_ms"] / result[f"{lo}_dense_ms"], 3
+                )
+    return result

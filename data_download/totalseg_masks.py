@@ -1,0 +1,120 @@
+"""TotalSegmentator v2 ``total`` label maps for downloaded volumes that have none.
+
+TotalSegmentator is an optional dependency (``pip install TotalSegmentator``; it needs PyTorch
+and downloads about 140 MB of weights for the fast model on first use, into
+``~/.totalsegmentator`` or ``$TOTALSEG_HOME_DIR``). We call its Python API with ``ml=True`` (one
+multilabel map, ids 1..117) and ``fast=True`` (the 3 mm model, practical on a CPU) and write the
+result atomically to the layout's ``dataset/ts_seg/ts_total/<split>/...`` path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cagcl_mini.anatomy import TOTALSEG_MAX_ID
+from data_download import layout
+from data_download.errors import DownloadError, MissingDependencyError
+from data_download.http import ensure_writable
+from data_download.summary import DownloadReport
+
+log = logging.getLogger("data_download")
+
+SOURCE = "totalseg-masks"
+INSTALL_HELP = (
+    "TotalSegmentator is not installed. Install it with `pip install TotalSegmentator` "
+    "(it needs PyTorch); on first use it downloads its weights, or fetch them beforehand with "
+    "`totalseg_download_weights -t total_fast` (stored in ~/.totalsegmentator, or $TOTALSEG_HOME_DIR)."
+)
+WEIGHTS_HELP = (
+    "If its weights are missing and this machine is offline, fetch them where there is network "
+    "with `totalseg_download_weights -t total_fast` and copy ~/.totalsegmentator (or set "
+    "$TOTALSEG_HOME_DIR to where they are)."
+)
+
+
+def volumes_without_masks(root: Path, split: str) -> list[str]:
+    """Volume names of ``split`` under ``root`` whose TotalSegmentator map is missing."""
+    folder = Path(root) / "dataset" / layout.check_split(split)
+    names = []
+    for path in folder.rglob(f"*{layout.NIFTI_SUFFIX}") if folder.is_dir() else []:
+        try:
+            layout.parse_volume_name(path.name)
+        except ValueError:
+            continue  # not a volume of the layout (a temporary file, a stray download)
+        if not layout.mask_path(root, path.name).is_file():
+            names.append(path.name)
+    return sorted(names, key=layout.natural_key)
+
+
+def _segmenter():
+    try:
+        from totalsegmentator.python_api import totalsegmentator
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HELP) from None
+    return totalsegmentator
+
+
+def segment(ct: Path, out: Path, *, fast: bool = True, device: str = "gpu") -> Path:
+    """Run TotalSegmentator on ``ct`` and write its multilabel map to ``out`` atomically."""
+    run = _segmenter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    try:
+        try:
+            result = run(ct, tmp, ml=True, fast=fast, task="total", device=device, quiet=True)
+        except Exception as exc:
+            raise DownloadError(
+                f"TotalSegmentator failed on {ct}: {type(exc).__name__}: {exc}. {WEIGHTS_HELP}"
+            ) from None
+        if not tmp.is_file():  # some versions only return the image
+            if result is None:
+                raise DownloadError(f"TotalSegmentator wrote no label map for {ct}")
+            nib.save(result, tmp)
+        labels = np.asarray(nib.load(tmp).dataobj)
+        if labels.size and (labels.min() < 0 or labels.max() > TOTALSEG_MAX_ID):
+            raise DownloadError(
+                f"TotalSegmentator output for {ct} has ids {labels.min()}..{labels.max()}, "
+                f"expected 0..{TOTALSEG_MAX_ID} (the v2 'total' task)"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def make_totalseg_masks(
+    dest: Path,
+    *,
+    split: str = "valid",
+    limit: int | None = None,
+    dry_run: bool = False,
+    fast: bool = True,
+    device: str = "gpu",
+) -> DownloadReport:
+    """Segment the volumes of ``split`` under ``dest`` that lack a TotalSegmentator map.
+
+    ``device`` is TotalSegmentator's ("gpu" falls back to the CPU when there is none).
+    """
+    dest = ensure_writable(Path(dest), create=False)
+    report = DownloadReport(SOURCE, dest, dry_run=dry_run, verb="segment")
+    names = volumes_without_masks(dest, split)
+    names = names[:limit] if limit else names
+    if not names:
+        report.notes.append(f"every '{split}' volume under {dest} already has a mask")
+        return report
+    if dry_run:
+        for name in names:
+            report.plan(name, None)
+        return report
+    _segmenter()  # fail before any work when TotalSegmentator is missing
+    for name in names:
+        out = segment(
+            layout.ct_path(dest, name), layout.mask_path(dest, name), fast=fast, device=device
+        )
+        report.written.append(out)
+    return report

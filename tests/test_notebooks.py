@@ -1,0 +1,113 @@
+"""The notebook runner: real papermill runs, parameter injection, failures named, nbval-ready files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cagcl_mini import cli
+from cagcl_mini.notebooks import list_notebooks, notebook_parameters, parse_parameters, run_notebooks
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+EXPECTED = [
+    "00_data_tour",
+    "01_mask_pooling",
+    "02_contrastive_losses",
+    "03_text_augmentation",
+    "04_pretraining",
+    "05_embedding_collapse",
+    "06_zero_shot_evaluation",
+]
+
+
+def _write_notebook(path: Path, sources: list[str], params: str = "x = 1") -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+def test_parse_parameters_reads_literals_and_text():
+    assert parse_parameters(["steps=50", "name=cagcl", "lr=1e-3", "flag=True", "xs=[1, 2]"]) == {
+        "steps": 50,
+        "name": "cagcl",
+        "lr": 1e-3,
+        "flag": True,
+        "xs": [1, 2],
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_parameters(["no_equals_sign"])
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_notebook_is_stripped_and_has_a_literal_parameters_cell(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not written yet")
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "outputs not stripped"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
+    assert notebook_parameters(path), "the parameters cell defines no parameter"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert any("assert " in c.source for c in code[-3:]), "a final cell of asserts is missing"
+
+
+def test_notebooks_are_listed_in_order():
+    names = [p.stem for p in list_notebooks(folder=NOTEBOOKS)]
+    assert names == sorted(names)
+    assert names[0] == "00_data_tour"
+
+
+def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "00_ok.ipynb", ["y = x + 1"])
+    _write_notebook(folder / "01_bad.ipynb", ["y = x + 1", "raise ValueError('boom in cell two')"])
+    _write_notebook(folder / "02_never.ipynb", ["y = 2"])
+    summary = run_notebooks(out_dir=tmp_path / "run", folder=folder, cell_timeout=120)
+    assert not summary["ok"]
+    statuses = [(e["name"], e["status"]) for e in summary["notebooks"]]
+    assert statuses == [("00_ok", "ok"), ("01_bad", "failed")]
+    failed = summary["notebooks"][1]
+    assert "boom in cell two" in failed["error"] and "ValueError" in failed["error"]
+    assert "raise ValueError" in failed["cell"]
+    out = capsys.readouterr().out
+    assert "01_bad" in out and "boom in cell two" in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["ok"] is False
+
+
+def test_unknown_parameter_is_rejected_before_running(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "00_only.ipynb", ["y = x"])
+    with pytest.raises(ValueError, match="typo_param"):
+        run_notebooks(folder=folder, out_dir=tmp_path / "run", parameters={"typo_param": 3})
+
+
+def test_cli_runs_notebook_00_with_an_injected_parameter(tmp_path):
+    if not (NOTEBOOKS / "00_data_tour.ipynb").exists():
+        pytest.skip("notebook 00 is not written yet")
+    out = tmp_path / "run"
+    rc = cli.main(
+        ["notebooks", "--only", "00", "--out", str(out), "-p", "n_train=14", "-p", "n_valid=6"]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["name"] for e in summary["notebooks"]] == ["00_data_tour"]
+    assert summary["notebooks"][0]["parameters"] == {"n_train": 14, "n_valid": 6}
+    executed = nbformat.read(out / "00_data_tour.ipynb", as_version=4)
+    text = "".join(
+        o.get("text", "") + json.dumps(o.get("data", {}))
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert "14 training and 6 validation volumes" in text
