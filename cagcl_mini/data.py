@@ -164,7 +164,7 @@ class CheckPaird(MapTransform):
                 raise DataError(
                     f"{files} differ in affine (tolerance {self.atol} mm):\n{a}\nvs\n{b}"
                 )
-        label.affine = image.affine.clone()
+
         return data
 
 
@@ -277,7 +277,7 @@ def build_pipeline(size: int = 64, hu_window: tuple[float, float] = (-1000.0, 10
             MetadataSpacingd(KEYS),
             RescaleHUd(("image",)),
             TotalSegToAnatomyd(("anatomy",)),
-            Orientationd(KEYS, axcodes="LPS", labels=None),
+            Orientationd(KEYS, axcodes="RAS", labels=None),
             ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
             Resized("image", (size,) * 3, mode="trilinear", anti_aliasing=True),
             Resized("anatomy", (size,) * 3, mode="nearest-exact"),

@@ -54,6 +54,10 @@ class ModelConfig:
     logit_scale_max: float = math.log(100.0)
     logit_bias_init: float = -10.0
 
+    def __post_init__(self) -> None:
+        if self.text_model is not None:
+            self.text_model = str(self.text_model)  # a Path would not load with weights_only
+
     def to_dict(self) -> dict:
         """Plain dict of builtins (loads with ``torch.load(..., weights_only=True)``)."""
         return asdict(self)

@@ -69,6 +69,16 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _float32_kwarg() -> dict:
+    """Load weights as float32: transformers >= 4.56 calls the argument ``dtype``, older
+    releases ``torch_dtype`` (5.x warns about the old name)."""
+    import transformers
+    from packaging.version import Version
+
+    new = Version(transformers.__version__).release >= (4, 56)
+    return {"dtype" if new else "torch_dtype": torch.float32}
+
+
 def _transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks (BERT/RoBERTa ``encoder.layer``, DistilBERT, others)."""
     for attr in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
@@ -124,7 +134,7 @@ class TextEncoder(nn.Module):
                 source,
                 local_files_only=local_files_only,
                 trust_remote_code=trust_remote_code,
-                dtype=torch.float32,
+                **_float32_kwarg(),
             )
             self.tokenizer = AutoTokenizer.from_pretrained(
                 source, local_files_only=local_files_only, trust_remote_code=trust_remote_code

@@ -289,7 +289,9 @@ def download_ct_rate(
             report.skip(path, "not on the hub, skipped")
     for item in tables:
         if dry_run:
-            if not _present(item):
+            if _present(item):
+                report.present.append(item.name)
+            else:
                 report.plan(item.name, item.size)
         else:
             _fetch(item, report, **fetch_kwargs)
@@ -323,6 +325,7 @@ def download_ct_rate(
 
     todo = [job for job in jobs if not _present(job)]
     if dry_run:
+        report.present += [job.name for job in jobs if job not in todo]
         for job in todo:
             report.plan(job.name, job.size)
         return report

@@ -45,6 +45,8 @@ class DownloadReport:
                 f"dry run: would {self.verb} {len(self.planned)} files, {format_bytes(self.planned_bytes)}"
                 + (f" (+{unknown} of unknown size)" if unknown and self.verb == "fetch" else "")
             )
+            if self.present:
+                lines.append(f"already present: {len(self.present)} files")
             lines += [
                 f"  {name}  {format_bytes(size)}"
                 if size is not None or self.verb == "fetch"

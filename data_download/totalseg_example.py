@@ -22,8 +22,8 @@ import nibabel as nib
 
 from cagcl_mini.anatomy import CT_RATE_LABELS
 from data_download import layout
-from data_download.errors import AccessDeniedError, RemoteNotFoundError
-from data_download.http import RemoteFile, download, ensure_writable, remote_size
+from data_download.errors import AccessDeniedError, ChecksumError, RemoteNotFoundError
+from data_download.http import RemoteFile, download, ensure_writable, remote_size, verify
 from data_download.summary import DownloadReport
 
 log = logging.getLogger("data_download")
@@ -61,6 +61,14 @@ def example_files(dest: Path, mirror: str | None = None) -> list[RemoteFile]:
         RemoteFile(url=base + name, dest=path, name=name, sha256=SHA256[name])
         for name, path in targets.items()
     ]
+
+
+def _verified(item: RemoteFile) -> bool:
+    try:
+        verify(item, item.dest)
+    except (ChecksumError, FileNotFoundError):
+        return False
+    return True
 
 
 def write_tables(dest: Path) -> list[Path]:
@@ -104,7 +112,10 @@ def download_totalseg_example(
     files = example_files(dest, mirror)
     if dry_run:
         for item in files:
-            report.plan(item.name, remote_size(item.url, name=item.name))
+            if _verified(item):
+                report.present.append(item.name)
+            else:
+                report.plan(item.name, remote_size(item.url, name=item.name))
         return report
     for item in files:
         try:
