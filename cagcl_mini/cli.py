@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # argparse's REMAINDER does not capture options that come first ("evaluate --checkpoint x"),
+    # so the pass-through subcommands get their arguments verbatim.
+    if argv and argv[0] in ("train", "evaluate"):
+        run = _train if argv[0] == "train" else _evaluate
+        return run(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -266,12 +266,8 @@ def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
         image, folder = volumes[name]
         absent = [key for key, table in tables.items() if name not in table.index]
         if absent:
-            for key in absent:
-                warnings.warn(
-                    f"{image} has no row in {csv_paths[key]}; skipping it",
-                    LayoutWarning,
-                    stacklevel=2,
-                )
+            csvs = ", ".join(str(csv_paths[key]) for key in absent)
+            warnings.warn(f"{image} has no row in {csvs}; skipping it", LayoutWarning, stacklevel=2)
             continue
         label = label_map_path(dataset_dir, image, folder)
         if not label.is_file():

@@ -48,12 +48,10 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import CacheDataset, MetaTensor, NibabelReader, PersistentDataset
@@ -130,17 +128,9 @@ class SafeLoadImaged(MapTransform):
             path = d[key]
             try:
                 d = self._loaders[key](d)
-            except (
-                OSError,
-                EOFError,
-                ValueError,
-                zlib.error,
-                nib.filebasedimages.ImageFileError,
-            ) as exc:
-                raise DataError(f"{path} is corrupt or truncated: {exc}") from exc
-            except RuntimeError as exc:  # MONAI wraps reader failures
-                cause = exc.__cause__ or exc
-                raise DataError(f"{path} is corrupt or truncated: {cause}") from exc
+            except Exception as exc:  # nibabel/gzip/zlib/MONAI errors of an unreadable file
+                reason = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc
+                raise DataError(f"{path} is corrupt or truncated: {reason}") from exc
         return d
 
 
@@ -164,7 +154,7 @@ class CheckPaird(MapTransform):
                 raise DataError(
                     f"{files} differ in affine (tolerance {self.atol} mm):\n{a}\nvs\n{b}"
                 )
-
+        label.affine = image.affine.clone()
         return data
 
 

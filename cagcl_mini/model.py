@@ -6,12 +6,19 @@ shared L2-normalised space of ``embed_dim``. Plus the scalars the contrastive lo
 
 - ``logit_scale``: CLIP's learnable log inverse temperature, initialised to ``log(1/0.07)``;
   ``scale()`` returns ``exp(logit_scale)`` clamped at 100 (CLIP's cap, so logits cannot blow up).
-- ``logit_bias``: SigLIP's learnable bias, initialised to -10 by default (SigLIP's choice: with
-  one positive among B candidates, the sigmoid loss starts near the prior ``sigmoid(-10)`` instead
-  of being swamped by the negatives); set ``logit_bias_init=0`` for a neutral start.
+- ``logit_bias``: SigLIP's learnable bias, initialised to -10 by default (SigLIP's choice: almost
+  every pair in a sigmoid loss is a negative, so starting all logits near -10 matches that prior
+  instead of spending the first steps correcting a 50/50 guess); ``logit_bias_init=0`` gives a
+  neutral start. CLIP-style (softmax) losses ignore it.
 
-Absent anatomies (no voxel in the anatomy map) and empty descriptions ("") embed to exact zero
-vectors, with a ``present`` mask; nothing is NaN.
+Absent anatomies (no voxel in the anatomy map) and empty descriptions ("" in
+``encode_batch_texts``) embed to exact zero vectors, with a ``present`` mask; nothing is NaN.
+
+While the text encoder is frozen (``text_train_layers=0``) its pooled outputs are cached per string
+(``text_encoder.py`` explains the rules); ``text_cache_stats`` counts hits and misses and
+``set_text_cache(False)`` switches the cache off. Checkpoints: ``checkpoint_state_dict()`` leaves
+out the frozen pretrained text weights (they reload from the package), a plain ``state_dict()``
+keeps everything; both load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations

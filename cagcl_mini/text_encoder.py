@@ -255,7 +255,7 @@ class TextEncoder(nn.Module):
         if missing:
             fresh = self.encode_uncached(missing).detach().cpu()
             for text, vec in zip(missing, fresh, strict=True):
-                self._cache[text] = vec
+                self._cache[text] = vec.clone()  # own storage: eviction frees it
         for text in texts:
             self._cache.move_to_end(text)
         out = torch.stack([self._cache[t] for t in texts]) if texts else None

@@ -98,6 +98,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def __post_init__(self) -> None:
+        self._coerce_numbers()
         positive = ("batch_size", "grad_accum", "steps", "image_size", "n_train", "log_every")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -115,6 +116,23 @@ class TrainConfig:
             raise TypeError(f"TrainConfig.model must be a dict of ModelConfig fields, got {self.model!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"TrainConfig.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+
+    def _coerce_numbers(self) -> None:
+        """YAML 1.1 reads ``3e-4`` as a string and ``1`` as an int: fix float/int fields."""
+        for f in dataclasses.fields(self):
+            kind = str(f.type).replace(" | None", "")
+            value = getattr(self, f.name)
+            if value is None or kind not in ("float", "int") or isinstance(value, bool):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"TrainConfig.{f.name} must be a number, got {value!r}") from None
+            if kind == "int":
+                if not number.is_integer():
+                    raise ValueError(f"TrainConfig.{f.name} must be an integer, got {value!r}")
+                number = int(number)
+            setattr(self, f.name, number)
 
     # ------------------------------------------------------------------ derived values
     def loss_weights(self) -> dict[str, float]:
@@ -236,10 +254,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: what ``open()`` would have created (mkstemp uses 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -1,8 +1,9 @@
 """Plots for the tutorial. Sections: palette and conventions; slice views (static and interactive).
 
-Every function returns its :class:`matplotlib.figure.Figure` (or widget) and creates figures with
-``Figure`` rather than ``pyplot``, so a notebook shows each one exactly once and a test can run
-headless. Importing ``pyplot`` below still activates the notebook's display hooks.
+Every function returns its :class:`matplotlib.figure.Figure` (or widget). Figures are built as
+:class:`NotebookFigure`, outside ``pyplot``: a notebook shows a returned figure exactly once (through
+its ``_repr_png_``, whatever the backend), nothing piles up in pyplot's figure list, and tests run
+headless on the Agg canvas.
 
 Slice conventions (volumes are RAS arrays ``(H, W, D)`` = (x: to the patient's right, y: anterior,
 z: superior), as the dataset returns them): axial and coronal views are radiological (the patient's
@@ -12,11 +13,11 @@ Each view carries small orientation letters.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
-import matplotlib.pyplot as plt  # noqa: F401  (registers the notebook figure formatter)
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -62,6 +63,19 @@ _VIEW_LETTERS = {
 }
 
 
+class NotebookFigure(Figure):
+    """A Figure with an Agg canvas that renders itself as PNG in notebooks (``_repr_png_``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        FigureCanvasAgg(self)  # a real canvas, so draw()/savefig work headless
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def anatomy_colormap() -> ListedColormap:
     """Colormap over anatomy ids 0..K: 0 transparent, id k the colour of catalog anatomy k."""
     colors = [(0.0, 0.0, 0.0, 0.0)] + [to_rgba(ANATOMY_COLORS[n]) for n in ANATOMY_NAMES]
@@ -81,7 +95,9 @@ def _as_volume(volume: Any, name: str) -> np.ndarray:
     return arr
 
 
-def resolve_window(window: str | tuple[float, float] | None, volume: np.ndarray) -> tuple[float, float]:
+def resolve_window(
+    window: str | tuple[float, float] | None, volume: np.ndarray
+) -> tuple[float, float]:
     """(low, high) display range: a named window, a pair, or None (unit range or "wide" HU)."""
     if window is None:
         inside_unit = volume.size and float(volume.min()) >= 0.0 and float(volume.max()) <= 1.0
@@ -128,8 +144,7 @@ def _indices(
 
 def _target_axes(ax: Axes | Sequence[Axes] | None, n: int) -> tuple[Figure, list[Axes]]:
     if ax is None:
-        fig = Figure(figsize=(3.0 * n + 1.6, 3.3), layout="constrained")
-        FigureCanvasAgg(fig)  # a real canvas, so draw()/savefig work headless
+        fig = NotebookFigure(figsize=(3.0 * n + 1.6, 3.3), layout="constrained")
         axs = fig.subplots(1, n, squeeze=False)[0]
         return fig, list(axs)
     axs = [ax] if isinstance(ax, Axes) else list(ax)
@@ -158,6 +173,9 @@ def show_slices(
     """
     vol = _as_volume(volume, "volume")
     views = list(axes)
+    unknown = [v for v in views if v not in _VIEW_AXIS]
+    if unknown or not views:
+        raise ValueError(f"unknown view(s) {unknown or views}; choose from {VIEWS}")
     lo, hi = resolve_window(window, vol)
     ids = None
     if anatomy is not None:
@@ -165,7 +183,9 @@ def show_slices(
         if ids.shape != vol.shape:
             raise ValueError(f"anatomy shape {ids.shape} differs from volume shape {vol.shape}")
         if ids.size and (ids.min() < 0 or ids.max() > NUM_ANATOMIES):
-            raise ValueError(f"anatomy ids must lie in 0..{NUM_ANATOMIES}, got {ids.min()}..{ids.max()}")
+            raise ValueError(
+                f"anatomy ids must lie in 0..{NUM_ANATOMIES}, got {ids.min()}..{ids.max()}"
+            )
     where = _indices(index, views, vol.shape)
     fig, axs = _target_axes(ax, len(views))
     cmap = anatomy_colormap()
@@ -240,3 +260,17 @@ def slice_viewer(
         return show_slices(vol, anat, index=index, window=window, alpha=alpha, title=title)
 
     return widgets.interactive(update, **sliders)
+
+
+# ----------------------------------------------------------------------------- evaluation plots
+# Defined in viz_eval.py (one concept per module); re-exported so notebooks use ``viz.plot_...``.
+# viz_eval imports this module only inside its functions, so there is no import cycle.
+from cagcl_mini.viz_eval import (  # noqa: E402, F401
+    plot_auc_per_abnormality,
+    plot_cosine_histograms,
+    plot_embedding_map,
+    plot_loss_curves,
+    plot_prompt_family_auc,
+    plot_similarity_matrix,
+    read_log,
+)

@@ -30,9 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", choices=SOURCES)
     parser.add_argument("--dest", type=Path, help="dataset root (default: <home>/data/<source>)")
-    parser.add_argument("--split", default="valid", choices=["train", "valid"])
     parser.add_argument(
-        "--limit", type=int, default=10, help="first N volumes of the split; 0 = all (default 10)"
+        "--split",
+        default="valid",
+        choices=["train", "valid"],
+        help="(totalseg-example: always valid)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="first N volumes of the split, 0 = all (default: 10 to download, all to segment)",
     )
     parser.add_argument(
         "--include-masks", action="store_true", help="ct-rate: also fetch TotalSegmentator masks"
@@ -69,7 +77,8 @@ def run(args: argparse.Namespace):
     )
 
     dest = args.dest if args.dest is not None else default_dest(args.source)
-    limit = args.limit or None
+    default_limit = None if args.source == "totalseg-masks" else 10
+    limit = (args.limit if args.limit is not None else default_limit) or None
     progress = not args.no_progress
     if args.source == "totalseg-example":
         return download_totalseg_example(

@@ -38,6 +38,10 @@ GATED_HELP = (
     "or run `hf auth login`."
 )
 TABLE_KINDS = ("reports", "labels", "metadata")
+MASKS_NOTE = (
+    "cagcl_mini.data needs a TotalSegmentator map for every volume: fetch CT-RATE's with "
+    "--include-masks, or make them with `python -m data_download totalseg-masks --dest DIR`"
+)
 _PATHS_PER_REQUEST = 100
 
 
@@ -142,28 +146,25 @@ class _Hub:
 
     def first_volume_names(self, split: str, limit: int | None) -> list[str]:
         """The first ``limit`` volume names of a split by listing the repo tree (no CSV needed)."""
+        patients: dict[str, str] = {}  # patient folder name -> repo path, `_fixed` preferred
         for folder in split_folders(split):
             try:
-                patients = self._tree(f"dataset/{folder}", recursive=False)
+                entries = self._tree(f"dataset/{folder}", recursive=False)
             except RemoteNotFoundError:
                 continue
-            names: list[str] = []
-            for patient in sorted(
-                (e.path for e in patients if not hasattr(e, "size")), key=layout.natural_key
-            ):
-                files = self._tree(patient, recursive=True)
-                names += sorted(
-                    (
-                        PurePosixPath(e.path).name
-                        for e in files
-                        if e.path.endswith(layout.NIFTI_SUFFIX)
-                    ),
-                    key=layout.natural_key,
-                )
-                if limit and len(names) >= limit:
-                    break
-            return names[:limit] if limit else names
-        return []
+            for entry in entries:
+                if not hasattr(entry, "size"):  # a folder
+                    patients.setdefault(PurePosixPath(entry.path).name, entry.path)
+        names: list[str] = []
+        for patient in sorted(patients, key=layout.natural_key):
+            files = self._tree(patients[patient], recursive=True)
+            names += sorted(
+                (PurePosixPath(e.path).name for e in files if e.path.endswith(layout.NIFTI_SUFFIX)),
+                key=layout.natural_key,
+            )
+            if limit and len(names) >= limit:
+                break
+        return names[:limit] if limit else names
 
     def _tree(self, path: str, *, recursive: bool) -> list:
         return self._call(
@@ -333,4 +334,6 @@ def download_ct_rate(
     for job in jobs:
         _fetch(job, report, **fetch_kwargs)
     report.written += write_tables(dest, cache, split, names)
+    if not include_masks:
+        report.notes.append(MASKS_NOTE)
     return report

@@ -58,6 +58,12 @@ class RemoteFile:
     md5: str | None = None
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:  # the URL's query may hold a token or a signature
+        return (
+            f"RemoteFile(url={redact_url(self.url)!r}, dest={str(self.dest)!r}, name={self.name!r}, "
+            f"size={self.size}, sha256={self.sha256}, md5={self.md5})"
+        )
+
 
 class _Interrupted(Exception):
     """A transfer ended early or the server hiccupped; the caller retries from the .part file."""

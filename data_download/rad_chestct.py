@@ -302,6 +302,10 @@ def download_rad_chestct(
         converted.append((name, item.name))
     if converted:
         report.written += _write_tables(dest, split, converted, labels)
+    report.notes.append(
+        "RAD-ChestCT has no TotalSegmentator maps; make them with "
+        f"`python -m data_download totalseg-masks --dest {dest} --split {split}`"
+    )
     return report
 
 

@@ -1,8 +1,8 @@
 """TotalSegmentator v2 ``total`` label maps for downloaded volumes that have none.
 
 TotalSegmentator is an optional dependency (``pip install TotalSegmentator``; it needs PyTorch
-and downloads about 140 MB of weights for the fast model on first use, into
-``~/.totalsegmentator`` or ``$TOTALSEG_HOME_DIR``). We call its Python API with ``ml=True`` (one
+and downloads its model weights on first use, into ``~/.totalsegmentator`` or
+``$TOTALSEG_HOME_DIR``). We call its Python API with ``ml=True`` (one
 multilabel map, ids 1..117) and ``fast=True`` (the 3 mm model, practical on a CPU) and write the
 result atomically to the layout's ``dataset/ts_seg/ts_total/<split>/...`` path.
 """
@@ -37,18 +37,30 @@ WEIGHTS_HELP = (
 )
 
 
-def volumes_without_masks(root: Path, split: str) -> list[str]:
-    """Volume names of ``split`` under ``root`` whose TotalSegmentator map is missing."""
-    folder = Path(root) / "dataset" / layout.check_split(split)
-    names = []
-    for path in folder.rglob(f"*{layout.NIFTI_SUFFIX}") if folder.is_dir() else []:
-        try:
-            layout.parse_volume_name(path.name)
-        except ValueError:
-            continue  # not a volume of the layout (a temporary file, a stray download)
-        if not layout.mask_path(root, path.name).is_file():
-            names.append(path.name)
-    return sorted(names, key=layout.natural_key)
+def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """(volume, missing map path) for each volume of ``split`` without a TotalSegmentator map.
+
+    Both CT-RATE folder names are searched (``valid_fixed`` and ``valid``); a map goes to the same
+    relative path under ``dataset/ts_seg/ts_total/``, which is where the loader looks.
+    """
+    layout.check_split(split)
+    dataset = Path(root) / "dataset"
+    found: dict[str, tuple[Path, Path]] = {}
+    seen: set[str] = set()
+    for folder in (f"{split}_fixed", split):
+        base = dataset / folder
+        for path in sorted(base.rglob(f"*{layout.NIFTI_SUFFIX}")) if base.is_dir() else []:
+            try:
+                layout.parse_volume_name(path.name)
+            except ValueError:
+                continue  # not a volume of the layout (a temporary file, a stray download)
+            if path.name in seen:  # the `_fixed` copy wins, as in the loader
+                continue
+            seen.add(path.name)
+            mask = dataset / layout.MASK_FOLDER / path.relative_to(dataset)
+            if not mask.is_file():
+                found[path.name] = (path, mask)
+    return [found[name] for name in sorted(found, key=layout.natural_key)]
 
 
 def _segmenter():
@@ -102,19 +114,16 @@ def make_totalseg_masks(
     """
     dest = ensure_writable(Path(dest), create=False)
     report = DownloadReport(SOURCE, dest, dry_run=dry_run, verb="segment")
-    names = volumes_without_masks(dest, split)
-    names = names[:limit] if limit else names
-    if not names:
+    todo = volumes_without_masks(dest, split)
+    todo = todo[:limit] if limit else todo
+    if not todo:
         report.notes.append(f"every '{split}' volume under {dest} already has a mask")
         return report
     if dry_run:
-        for name in names:
-            report.plan(name, None)
+        for ct, _ in todo:
+            report.plan(ct.name, None)
         return report
     _segmenter()  # fail before any work when TotalSegmentator is missing
-    for name in names:
-        out = segment(
-            layout.ct_path(dest, name), layout.mask_path(dest, name), fast=fast, device=device
-        )
-        report.written.append(out)
+    for ct, mask in todo:
+        report.written.append(segment(ct, mask, fast=fast, device=device))
     return report

@@ -53,7 +53,9 @@ class FakeServer:
                 self._handle("POST")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -74,7 +76,8 @@ class FakeServer:
             return [
                 r
                 for r in self.requests
-                if (method is None or r[0] == method) and urlsplit(r[1]).path.startswith(path_prefix)
+                if (method is None or r[0] == method)
+                and urlsplit(r[1]).path.startswith(path_prefix)
             ]
 
     def serve_path(self, h: BaseHTTPRequestHandler, method: str, path: str) -> None:
@@ -98,7 +101,9 @@ class FakeServer:
         serve_bytes(h, self.files[path], head=method == "HEAD", cut=cut)
 
 
-def send_json(h: BaseHTTPRequestHandler, code: int, payload, headers: dict[str, str] | None = None) -> None:
+def send_json(
+    h: BaseHTTPRequestHandler, code: int, payload, headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps(payload).encode()
     h.send_response(code)
     for key, value in (headers or {}).items():
@@ -111,7 +116,12 @@ def send_json(h: BaseHTTPRequestHandler, code: int, payload, headers: dict[str, 
 
 
 def serve_bytes(
-    h: BaseHTTPRequestHandler, body: bytes, *, head: bool, cut: bool = False, headers: dict | None = None
+    h: BaseHTTPRequestHandler,
+    body: bytes,
+    *,
+    head: bool,
+    cut: bool = False,
+    headers: dict | None = None,
 ) -> None:
     """200 or 206 (``Range: bytes=N-``) with real bytes; ``cut`` sends half and closes."""
     start = 0
@@ -159,7 +169,9 @@ class FakeHub:
     file downloads of some paths (listed by the API but refused or missing when fetched).
     """
 
-    def __init__(self, server: FakeServer, repo_id: str, token: str, files: dict[str, bytes]) -> None:
+    def __init__(
+        self, server: FakeServer, repo_id: str, token: str, files: dict[str, bytes]
+    ) -> None:
         self.server, self.repo_id, self.token, self.files = server, repo_id, token, files
         self.mode = "ok"
         self.resolve_status: dict[str, int] = {}
@@ -169,7 +181,11 @@ class FakeHub:
         data = self.files[path]
         entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
         if path.endswith(".nii.gz"):
-            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entry["lfs"] = {
+                "oid": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "pointerSize": 134,
+            }
         return entry
 
     def _refuse(self, h) -> bool:
@@ -177,7 +193,9 @@ class FakeHub:
             send_json(
                 h,
                 403,
-                {"error": f"Access to dataset {self.repo_id} is restricted and you are not in the authorized list."},
+                {
+                    "error": f"Access to dataset {self.repo_id} is restricted and you are not in the authorized list."
+                },
                 {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access restricted"},
             )
             return True
@@ -185,7 +203,9 @@ class FakeHub:
             send_json(
                 h,
                 401,
-                {"error": f"Access to dataset {self.repo_id} is restricted. You must be authenticated."},
+                {
+                    "error": f"Access to dataset {self.repo_id} is restricted. You must be authenticated."
+                },
                 {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access restricted"},
             )
             return True
@@ -208,7 +228,9 @@ class FakeHub:
             rest = path[len(api + "tree/") :]
             _, _, folder = rest.partition("/")
             folder = unquote(folder).strip("/")
-            recursive = parse_qs(urlsplit(h.path).query).get("recursive", ["false"])[0].lower() == "true"
+            recursive = (
+                parse_qs(urlsplit(h.path).query).get("recursive", ["false"])[0].lower() == "true"
+            )
             send_json(h, *self._tree(folder, recursive))
             return True
         if path.startswith(resolve):
@@ -224,7 +246,10 @@ class FakeHub:
                     h,
                     data,
                     head=method == "HEAD",
-                    headers={"X-Repo-Commit": "0" * 40, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'},
+                    headers={
+                        "X-Repo-Commit": "0" * 40,
+                        "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                    },
                 )
             return True
         send_json(h, 404, {"error": "unknown API route"})
@@ -251,7 +276,9 @@ class FakeHub:
 class FakeZenodo:
     """Answers like Zenodo's records API for one record: file list with md5, file content."""
 
-    def __init__(self, server: FakeServer, record: str, files: dict[str, bytes], token: str | None) -> None:
+    def __init__(
+        self, server: FakeServer, record: str, files: dict[str, bytes], token: str | None
+    ) -> None:
         self.server, self.record, self.files, self.token = server, record, files, token
         self.bad_md5: set[str] = set()
         server.routes.append(self.route)
@@ -268,7 +295,12 @@ class FakeZenodo:
                 {
                     "key": key,
                     "size": len(data),
-                    "checksum": "md5:" + (hashlib.md5(b"x" + data).hexdigest() if key in self.bad_md5 else hashlib.md5(data).hexdigest()),
+                    "checksum": "md5:"
+                    + (
+                        hashlib.md5(b"x" + data).hexdigest()
+                        if key in self.bad_md5
+                        else hashlib.md5(data).hexdigest()
+                    ),
                     "links": {"content": f"{self.server.url}{base}/{key}/content"},
                 }
                 for key, data in self.files.items()

@@ -497,3 +497,14 @@ def test_real_totalsegmentator_example_loads_with_anatomy_and_orientation(tmp_pa
     other = ds[1]
     torch.testing.assert_close(other["anatomy"], anatomy)
     torch.testing.assert_close(other["image"], item["image"])
+
+
+def test_non_numeric_label_value_names_file_row_and_column(tmp_path):
+    root = _one(tmp_path)
+    path = tmp_path / "dataset" / LABELS_CSV["train"]
+    path.write_text(path.read_text().replace("train_1_a_1.nii.gz,0", "train_1_a_1.nii.gz,yes", 1))
+    with pytest.raises(
+        DataError, match=r"row 2 \(train_1_a_1\.nii\.gz\), column 'Medical material'"
+    ) as info:
+        CTReportDataset(root)
+    assert str(path) in str(info.value)

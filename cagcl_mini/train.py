@@ -1,0 +1,474 @@
+"""Pretraining: ``fit(config)``, the ``cagcl-mini train`` / ``torchrun -m cagcl_mini.train`` entry.
+
+One optimiser step, in order (the loop in :func:`fit`):
+
+1. for each of ``grad_accum`` micro-batches: load the seeded global batch (this rank's slice),
+   augment the texts when the preset says so (flags were computed from the full texts),
+   ``model(batch)`` -> v, t (and the anatomy prompts / dictionary for CT-GLIP terms), all-gather
+   them across processes, ``compute_losses``, stop on a non-finite term, ``backward``;
+2. clip the gradient norm, AdamW step, warmup + cosine learning-rate step;
+3. log a JSONL (or CSV) line; every ``checkpoint_every`` steps write a checkpoint atomically.
+
+Gradient accumulation with contrastive losses: each micro-batch is its own contrastive problem
+(its own in-batch negatives), and the gradients of the micro-batch losses are averaged. That is
+not the gradient of one big batch (InfoNCE does not decompose over samples); it is what open_clip
+does without its feature cache. Use more processes, not accumulation, for more negatives.
+
+Resume: the checkpoint holds the model, optimiser, scheduler, every RNG state and the sampler's
+micro-step; batches and augmentations are pure functions of (seed, step), so a resumed run
+continues the loss curve of an uninterrupted one exactly (tested with a real SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cagcl_mini import checkpoint as ckpt
+from cagcl_mini import distributed as dist_utils
+from cagcl_mini.data import CTReportDataset, collate
+from cagcl_mini.losses import compute_losses
+from cagcl_mini.model import AnatomyCLIP
+from cagcl_mini.text_cache import attach_prefix_cache
+from cagcl_mini.train_config import PRESETS, TrainConfig, resolve_config
+from cagcl_mini.train_data import DiagnosisDictionary, GlobalBatchSampler, augment_texts
+from cagcl_mini.train_log import MetricsLogger
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "ensure_trained",
+    "fit",
+    "load_model",
+    "lr_factor",
+    "main",
+    "pick_device",
+]
+
+
+@dataclass
+class TrainResult:
+    """What a run left behind: the final checkpoint, the metrics log, the last metrics."""
+
+    checkpoint: Path
+    log: Path
+    out_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    resumed_from: int | None = None
+
+
+# ----------------------------------------------------------------------------- pieces
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if available, then Apple MPS, then CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    Linear warmup ``(step + 1) / warmup`` over the first ``warmup`` steps, then a cosine from 1
+    down to ``min_ratio`` at the last step.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: AnatomyCLIP, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: text-transformer layers at ``text_lr``, the rest at ``lr``; no weight decay
+    on biases, norms and the temperature / bias scalars."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_text = name.startswith("text_encoder.")
+        decay = p.ndim >= 2
+        groups.setdefault((is_text, decay), []).append(p)
+    out = []
+    for (is_text, decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": config.text_lr if is_text else config.lr,
+                "weight_decay": config.weight_decay if decay else 0.0,
+                "name": ("text" if is_text else "main") + ("" if decay else "_no_decay"),
+            }
+        )
+    return out
+
+
+def build_model(config: TrainConfig, for_training: bool = True) -> AnatomyCLIP:
+    """The model of ``config``, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    model = AnatomyCLIP(config.model_config())
+    if for_training:
+        if config.text_prefix_cache:
+            attach_prefix_cache(model.text_encoder)
+        if not any(term.startswith("sigmoid") for term in config.loss_weights()):
+            model.logit_bias.requires_grad_(False)  # unused: keep it out of the optimiser / DDP
+    return model
+
+
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[AnatomyCLIP, TrainConfig]:
+    """Rebuild the trained model of a checkpoint (``weights_only=True``), in eval mode."""
+    state = ckpt.load_checkpoint(checkpoint_path)
+    config = TrainConfig.from_dict(state["config"], source=str(checkpoint_path))
+    model = build_model(config, for_training=False)
+    model.load_checkpoint_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+def _dataset(config: TrainConfig, info: dist_utils.DistInfo) -> CTReportDataset:
+    """The training split; rank 0 builds the embedded dataset first when none is given."""
+    root = config.data_root
+    if root is None:
+        from cagcl_mini.phantom import ensure_dataset
+
+        kwargs = dict(
+            n_train=config.n_train,
+            n_valid=config.n_valid,
+            size=config.data_size,
+            seed=config.data_seed,
+        )
+        if info.is_main:
+            root = ensure_dataset(None, **kwargs)
+        dist_utils.barrier(info)
+        if not info.is_main:
+            root = ensure_dataset(None, **kwargs)
+    return CTReportDataset(root, "train", size=config.image_size, cache=config.data_cache)
+
+
+def _non_finite(losses: dict[str, torch.Tensor], step: int) -> None:
+    """Raise naming the step and the first non-finite loss term."""
+    for name in [k for k in losses if k != "total"] + ["total"]:
+        value = float(losses[name].detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite loss at step {step}: term '{name}' = {value}")
+
+
+def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler) -> int:
+    """Load a periodic checkpoint into the run's objects; returns the steps it had done."""
+    state = ckpt.load_checkpoint(path)
+    stored = TrainConfig.from_dict(state["config"], source=str(path))
+    if stored.fingerprint() != config.fingerprint():
+        a, b = stored.to_dict(), config.to_dict()
+        diff = sorted(k for k in a if a[k] != b[k])
+        raise ValueError(f"cannot resume from {path}: it was written by another config ({diff})")
+    model.load_checkpoint_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ckpt.set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+# ----------------------------------------------------------------------------- the loop
+def fit(
+    config: TrainConfig | str | Path, *, resume: bool = False, progress: bool | None = None
+) -> TrainResult:
+    """Train one config (preset name, YAML path or ``TrainConfig``); see the module docstring.
+
+    ``resume=True`` continues from the newest checkpoint in the run folder (or returns at once
+    when ``final.pt`` of the same config exists). Without it, old checkpoints there are removed.
+    Under torchrun (RANK/WORLD_SIZE set) this is data-parallel over the processes.
+    """
+    config = resolve_config(config)
+    device = pick_device(config.device)
+    info = dist_utils.init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    out_dir = config.run_dir()
+    show = (config.progress if progress is None else progress) and info.is_main
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        final = ckpt.final_path(out_dir)
+        if resume and final.is_file():
+            state = ckpt.load_checkpoint(final)
+            if TrainConfig.from_dict(state["config"]).fingerprint() == config.fingerprint():
+                log = MetricsLogger.path_for(out_dir, config.log_format)
+                return TrainResult(final, log, out_dir, state.get("metrics", {}), config.steps)
+        return _fit(config, device, info, out_dir, resume, show)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        if info.enabled:
+            dist_utils.shutdown_distributed()
+
+
+def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
+    weights = config.loss_weights()
+    needs_prompts = "anatomy" in weights
+    dictionary = DiagnosisDictionary.build() if "diagnosis" in weights else None
+    accum, steps = config.grad_accum, config.steps
+
+    dataset = _dataset(config, info)
+    model = build_model(config).to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, config.warmup_steps, steps, config.min_lr_ratio),
+    )
+    start, resumed_from = 0, None
+    latest = ckpt.latest_checkpoint(out_dir) if resume else None
+    if latest is not None:
+        start = resumed_from = _restore(latest, config, model, optimizer, scheduler)
+    elif info.is_main:
+        for _, old in ckpt.list_checkpoints(out_dir):
+            old.unlink()
+        ckpt.final_path(out_dir).unlink(missing_ok=True)
+    if info.is_main:
+        config.save_yaml(out_dir / "config.yaml")
+    logger = MetricsLogger(out_dir, config.log_format, truncate_after=start, enabled=info.is_main)
+    dist_utils.barrier(info)
+
+    ddp = model
+    if info.enabled:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sampler = GlobalBatchSampler(
+        len(dataset), config.batch_size, config.seed, start * accum, steps * accum, info
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed + start),
+    )
+    batches = iter(loader)
+    first_index = sampler.slice.start
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if config.amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dict_anatomy = dictionary.anatomy_index(device) if dictionary else None
+
+    def micro_step_losses(batch: dict, micro: int, step: int) -> dict[str, torch.Tensor]:
+        texts = batch["texts"]
+        if config.use_augment():
+            texts = augment_texts(texts, config.seed, micro, first_index)
+        with autocast:
+            out = ddp(
+                {"image": batch["image"], "anatomy": batch["anatomy"]},
+                texts=texts,
+                extra_texts=dictionary.sentences if dictionary else None,
+                with_prompts=needs_prompts,
+            )
+        present = out["present"] & out["text_present"]
+        inputs = {
+            "v": dist_utils.gather_with_grad(out["image"].float(), info),
+            "t": dist_utils.gather_with_grad(out["text"].float(), info),
+            "present": dist_utils.gather_tensor(present, info),
+            "abnormal": dist_utils.gather_tensor(batch["abnormal"].to(device), info),
+            "texts": dist_utils.gather_objects(texts, info),
+            "logit_scale": model.logit_scale,
+            "logit_bias": model.logit_bias,
+        }
+        if needs_prompts:
+            inputs["anatomy_text"] = out["prompts"].float()
+        if dictionary:
+            exclude = dictionary.exclude(batch["texts"], device)
+            inputs["dictionary"] = out["extra"].float()
+            inputs["dictionary_anatomy"] = dict_anatomy
+            inputs["exclude"] = dist_utils.gather_tensor(exclude, info)
+        losses = compute_losses(weights, inputs)
+        _non_finite(losses, step)
+        return losses
+
+    metrics: dict[str, Any] = {}
+    bar = tqdm(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")
+    t_start = time.perf_counter()
+    for s in range(start, steps):
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for a in range(accum):
+            micro = s * accum + a
+            batch = next(batches)
+            sync = a == accum - 1 or not info.enabled
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                losses = micro_step_losses(batch, micro, s + 1)
+                (losses["total"] / accum).backward()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
+        # clip_grad None: max_norm inf only measures the norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.clip_grad or math.inf)
+        lr = _group_lr(optimizer, "main")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        metrics = {
+            "step": s + 1,
+            "epoch": sampler.position((s + 1) * accum - 1)[0],
+            "lr": lr,
+            "text_lr": _group_lr(optimizer, "text"),
+            "loss": sums.pop("total"),
+            **sums,
+            "grad_norm": float(grad_norm),
+            "temperature": float(1.0 / model.scale().detach()),
+            "seconds": seconds,
+            "volumes_per_s": config.batch_size * accum / seconds,
+            "elapsed": time.perf_counter() - t_start,
+        }
+        if (s + 1) % config.log_every == 0 or s + 1 == steps:
+            logger.write(metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if config.checkpoint_every and (s + 1) % config.checkpoint_every == 0 and s + 1 < steps:
+            if info.is_main:
+                _save_periodic(out_dir, config, model, optimizer, scheduler, sampler, s + 1, metrics)
+            dist_utils.barrier(info)
+    bar.close()
+    logger.close()
+    final = ckpt.final_path(out_dir)
+    if info.is_main:
+        ckpt.save_checkpoint(
+            final,
+            {
+                "step": steps,
+                "config": config.to_dict(),
+                "model": model.checkpoint_state_dict(),
+                "metrics": metrics,
+            },
+        )
+    dist_utils.barrier(info)
+    return TrainResult(final, logger.path, out_dir, metrics, steps, resumed_from)
+
+
+def _group_lr(optimizer: torch.optim.Optimizer, prefix: str) -> float | None:
+    """Current learning rate of the first param group whose name starts with ``prefix``."""
+    for group in optimizer.param_groups:
+        if group.get("name", "").startswith(prefix):
+            return float(group["lr"])
+    return None
+
+
+def _save_periodic(out_dir, config, model, optimizer, scheduler, sampler, done, metrics) -> None:
+    ckpt.save_checkpoint(
+        ckpt.step_path(out_dir, done),
+        {
+            "step": done,
+            "config": config.to_dict(),
+            "model": model.checkpoint_state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "sampler": sampler.state_at(done * config.grad_accum),
+            "metrics": metrics,
+        },
+    )
+    ckpt.prune_checkpoints(out_dir, config.keep_checkpoints)
+
+
+# ----------------------------------------------------------------------------- cached runs
+def ensure_trained(
+    spec: TrainConfig | str | Path = "cpu-quick", *, progress: bool | None = None, **overrides: Any
+) -> Path:
+    """The final checkpoint of a config, training it only when no matching one is cached.
+
+    ``spec`` is a preset name, a YAML path or a ``TrainConfig``; ``overrides`` change fields
+    (e.g. ``loss_preset="fvlm"``). The run folder is named by the config's fingerprint, so each
+    distinct config is trained once per cache (``$CAGCL_MINI_HOME/checkpoints``); an interrupted
+    run resumes from its last checkpoint.
+    """
+    config = resolve_config(spec)
+    if overrides:
+        config = config.replace(**overrides)
+    final = ckpt.final_path(config.run_dir())
+    if final.is_file():
+        try:
+            state = ckpt.load_checkpoint(final)
+            if TrainConfig.from_dict(state["config"]).fingerprint() == config.fingerprint():
+                return final
+        except (ValueError, KeyError):
+            pass  # unreadable or foreign: train again
+    return fit(config, resume=True, progress=progress).checkpoint
+
+
+# ----------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cagcl-mini train",
+        description="Pretrain a preset or a YAML config (also: torchrun -m cagcl_mini.train).",
+    )
+    parser.add_argument(
+        "--config", default="cpu-quick", help=f"a preset ({', '.join(PRESETS)}) or a YAML file"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: cache)")
+    parser.add_argument("--data", type=Path, default=None, help="CT-RATE-layout dataset root")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--loss-preset", default=None, help="fvlm | ctglip | cagcl")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--print-config", action="store_true", help="print the YAML and exit")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config named by ``--config`` with the command line's overrides applied."""
+    config = resolve_config(args.config)
+    changes = {
+        "out_dir": str(args.out) if args.out else None,
+        "data_root": str(args.data) if args.data else None,
+        "steps": args.steps,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "loss_preset": args.loss_preset,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.no_progress:
+        changes["progress"] = False
+    if changes:
+        config = config.replace(**changes)
+    return config.with_overrides(args.set) if args.set else config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``cagcl-mini train [--config FILE|PRESET] [--resume] [--out DIR] [--set k=v] ...``."""
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    result = fit(config, resume=args.resume)
+    if not dist_utils.launched_by_torchrun() or os.environ.get("RANK") == "0":
+        summary = {"checkpoint": str(result.checkpoint), "log": str(result.log), **result.metrics}
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
