@@ -172,18 +172,13 @@ def collect_text_embeddings(
             index.append(ANATOMY_NAMES.index(name))
     if not strings:
         raise ValueError("texts_by_anatomy holds no non-empty description")
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.no_grad():
-            chunks = [
-                _to_numpy(model.encode_text(strings[i : i + batch_size]))
-                for i in range(0, len(strings), batch_size)
-            ]
-    finally:
-        if was_training:
-            model.train()
+    from cagcl_mini.embed import inference
+
+    with inference(model):
+        chunks = [
+            _to_numpy(model.encode_text(strings[i : i + batch_size]))
+            for i in range(0, len(strings), batch_size)
+        ]
     return np.concatenate(chunks).astype(np.float32), np.asarray(index, np.int64), strings
 
 

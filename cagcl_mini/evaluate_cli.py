@@ -71,7 +71,7 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: list[str], index_name
     frame = pd.DataFrame.from_dict(
         {k: {c: _fmt(r.get(c)) for c in columns} for k, r in rows.items()}, orient="index"
     )
-    frame.index.name = index_name
+    frame.index.name = index_name or None
     return frame.to_string() if len(frame) else "(none)"
 
 
@@ -117,9 +117,13 @@ def format_report(results: Mapping[str, Any]) -> str:
         "",
         f"Volume-report retrieval ({ret['n']} volumes)",
         _table(
-            {"image->text": ret["image_to_text"], "text->image": ret["text_to_image"],
-             "chance": ret["chance"]},
-            list(ret["chance"]), "",
+            {
+                "image->text": ret["image_to_text"],
+                "text->image": ret["text_to_image"],
+                "chance": ret["chance"],
+            },
+            list(ret["chance"]),
+            "",
         ),  # fmt: skip
     ]
     col = results["collapse"]

@@ -46,9 +46,7 @@ def both_classes(labels: np.ndarray) -> bool:
     return bool(np.any(y == 1) and np.any(y == 0))
 
 
-def threshold_grid(
-    scores: np.ndarray, grid: str = "unit", n: int = N_THRESHOLDS
-) -> np.ndarray:
+def threshold_grid(scores: np.ndarray, grid: str = "unit", n: int = N_THRESHOLDS) -> np.ndarray:
     """The candidate thresholds: ``linspace(0, 1, n)`` ("unit") or over [min, max] of ``scores``."""
     if grid == "unit":
         return np.linspace(0.0, 1.0, n)

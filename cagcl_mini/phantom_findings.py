@@ -59,7 +59,7 @@ def sample_spec(name: str, rng: np.random.Generator, body: Body) -> FindingSpec:
         "Lymphadenopathy": max(12.0 + 20.0 * sev, 2.0 * vox),
         "Liver lesion": max(12.0 + 28.0 * sev, 2.2 * vox),
         "Splenomegaly": 2.0 * body.organs["spleen_semi"][2] * (1.25 + 0.45 * sev) / 10.0,
-        "Renal cyst": max(10.0 + 20.0 * sev, 2.2 * vox),
+        "Renal cyst": max(10.0 + 20.0 * sev, 2.6 * vox),
     }
     size = float(np.round(sizes.get(name, 0.0), 1))
     return FindingSpec(name=name, side=side, size=size, severity=sev)
@@ -265,7 +265,9 @@ def _medical_material(c, s, rng):
     b = c.body
     center, semi, _ = c.geo["heart"]
     m = float(semi.min())
-    ra, rv = center + m * np.array([0.6, -0.1, 0.2]), center + m * np.array([-0.1, 0.45, -0.45])
+    ra = center + m * np.array([0.55, -0.15, -0.15])  # right atrium, below the aortic root
+    rv = center + m * np.array([-0.1, 0.45, -0.45])  # right ventricular apex
+    ra2 = center + m * np.array([0.25, 0.0, -0.35])  # catheter tip
     tx, ty, _ = b.trachea
     svc = np.array([tx + 22.0, ty + 18.0, b.carina_z + 10.0])
     a_c, _, b_front = b.cavity
@@ -274,18 +276,18 @@ def _medical_material(c, s, rng):
         entry = np.array([-0.55 * a_c, b_front - 5.0, b.carina_z + 40.0])
         path = [entry, svc, ra, rv]
     else:
-        path = [np.array([tx + 25.0, ty + 10.0, c.grid.axes[2][-1] + 10.0]), svc, ra]
+        path = [np.array([tx + 25.0, ty + 10.0, c.grid.axes[2][-1] + 10.0]), svc, ra, ra2]
     metal = rng.uniform(2500.0, 3071.0)
     vox = c.grid.spacing[0]
     gen = (entry + [0.0, 8.0 + b.shell["fat"] * 0.5, 15.0]) if pacemaker else None
 
     def overlay(canvas: Canvas) -> None:
         for p0, p1 in zip(path[:-1], path[1:], strict=True):
-            found = capsule(canvas.grid, p0, p1, 1.2 * vox)
+            found = capsule(canvas.grid, p0, p1, 1.3 * vox)
             if found is not None:
                 sl, d2 = found
-                canvas.paint(sl, d2 <= (1.2 * vox) ** 2, canvas.hu[sl] + 300.0)  # blooming
-                canvas.paint(sl, d2 <= (0.55 * vox) ** 2, metal)
+                canvas.paint(sl, d2 <= (1.3 * vox) ** 2, canvas.hu[sl] + 300.0)  # blooming
+                canvas.paint(sl, d2 <= (0.7 * vox) ** 2, metal)
         if gen is not None:
             found = ellipsoid(canvas.grid, gen, (20.0, max(6.0, 0.6 * vox), 25.0))
             if found is not None:
@@ -318,7 +320,8 @@ def _lymphadenopathy(c, s, rng):
         if k == 0 or rng.random() < 0.7:  # paratracheal, right/left/anterior
             ang = rng.uniform(-0.6 * np.pi, 0.6 * np.pi) + (0.0 if rng.random() < 0.6 else np.pi)
             d = np.array([np.cos(ang), np.sin(ang) * 0.8, 0.0])
-            p = carina + axis * rng.uniform(5.0, 45.0) + (tr + 0.3 * r) * d / np.linalg.norm(d)
+            dist = tr + (0.1 if k == 0 else 0.4) * r  # the largest node narrows the lumen
+            p = carina + axis * rng.uniform(5.0, 45.0) + dist * d / np.linalg.norm(d)
         else:  # subcarinal
             p = carina + np.array([0.0, -3.0, -(0.3 * r + 0.5 * tr)])
         hu = rng.uniform(30.0, 50.0)
@@ -341,14 +344,15 @@ def _liver_lesion(c, s, rng):
 
 
 def _renal_cyst(c, s, rng):
-    label = TS["kidney_left"] if s.side == "left" else TS["kidney_right"]
-    pts = _organ_points(c, label)
-    p = _pick(pts, rng)
-    if p is not None:
-        r = s.size / 2.0
-        found = ellipsoid(c.grid, p, (r, r, r))
-        if found is not None:
-            c.paint(found[0], found[1] <= 1.0, rng.uniform(0.0, 12.0), label, only=(0, label))
+    name = "kidney_left" if s.side == "left" else "kidney_right"
+    label = TS[name]
+    kc, ks, rot = c.geo[name]
+    d = _unit(rng)
+    p = kc + rot @ (ks * 0.45 * d)  # inside the kidney, cortex or medulla
+    r = s.size / 2.0
+    found = ellipsoid(c.grid, p, (r, r, r))
+    if found is not None:
+        c.paint(found[0], found[1] <= 1.0, rng.uniform(0.0, 10.0), label, only=(0, label))
 
 
 def _none(c, s, rng):

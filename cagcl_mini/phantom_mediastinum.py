@@ -64,14 +64,6 @@ def paint_heart(c: Canvas, m: dict[str, np.ndarray], mods: dict[str, Any]) -> No
     ivc_end = center + [0.55 * semi[0], -0.3 * semi[1], -0.6 * semi[2]]
     ivc = ((22.0, b.spine_y + b.spine_r + 8.0, g.axes[2][0] - 20.0), ivc_end, 11.0)
     _tube(c, [ivc], hu["blood"], TS["inferior_vena_cava"], only=None)
-    if "hernia" in mods:
-        hc, hs, air_hu, fluid_hu = mods["hernia"]
-        found = ellipsoid(g, hc, hs)
-        if found is not None:
-            sl, q2 = found
-            air = g.axes[1][sl[1]][None, :, None] > hc[1] + 0.35 * hs[1]
-            value = np.where(air, np.float32(air_hu), np.float32(fluid_hu))
-            c.paint(sl, (q2 <= 1.0) & m["cavity"][sl], value, TS["esophagus"])
     found = shell(0.0, hu["blood"], TS["heart"], only=None)
     if found is not None:
         sl, q2 = found
@@ -90,7 +82,9 @@ def paint_heart(c: Canvas, m: dict[str, np.ndarray], mods: dict[str, Any]) -> No
         c.paint(sl, q2 <= 1.0, hu["blood"], TS["atrial_appendage_left"], (*SOFT, TS["heart"]))
 
 
-def paint_vessels_and_airway(c: Canvas, mods: dict[str, Any]) -> None:
+def paint_vessels_and_airway(
+    c: Canvas, masks: dict[str, np.ndarray], mods: dict[str, Any]
+) -> None:
     b, g, hu, o = c.body, c.grid, c.body.hu, c.body.organs
     center, semi, _ = c.geo["heart"]
     tx, ty, tr = b.trachea
@@ -121,8 +115,17 @@ def paint_vessels_and_airway(c: Canvas, mods: dict[str, Any]) -> None:
         (-12.0, sy + sr + 14.0, zd_c + 5.0),
         (0.6 * sc[0], sy + sr + 30.0, b.dome_l - 25.0),
     ]
-    _tube(c, [(p0, p1, er) for p0, p1 in zip(eso[:-1], eso[1:], strict=True)], 40.0, TS["esophagus"],
-          (*SOFT, TS["heart"], TS["liver"], TS["stomach"]))  # fmt: skip
+    segments = [(p0, p1, er) for p0, p1 in zip(eso[:-1], eso[1:], strict=True)]
+    _tube(c, segments, 40.0, TS["esophagus"], (*SOFT, TS["heart"], TS["liver"], TS["stomach"]))
+    if "hernia" in mods:  # behind the heart, pushing into it and the lung bases
+        hc, hs, air_hu, fluid_hu = mods["hernia"]
+        found = ellipsoid(g, hc, hs)
+        if found is not None:
+            sl, q2 = found
+            air = g.axes[1][sl[1]][None, :, None] > hc[1] + 0.35 * hs[1]
+            value = np.where(air, np.float32(air_hu), np.float32(fluid_hu))
+            allowed = (*SOFT, TS["heart"], TS["liver"], TS["stomach"], TS["esophagus"])
+            c.paint(sl, (q2 <= 1.0) & masks["cavity"][sl], value, TS["esophagus"], allowed)
     carina = np.array([tx, ty, zc])
     airway = [(np.array([tx, ty, top]), carina, tr)]
     for sign in (-1.0, 1.0):

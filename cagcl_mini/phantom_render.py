@@ -117,7 +117,7 @@ def render_volume(
     paint_lung_vessels(c, body_rng)
     paint_abdomen(c, masks, mods)
     paint_heart(c, masks, mods)
-    paint_vessels_and_airway(c, mods)
+    paint_vessels_and_airway(c, masks, mods)
     paint_skeleton(c, masks)
     for name, spec in ordered.items():
         paint_finding(c, spec, place[name])

@@ -121,7 +121,9 @@ def plot_embedding_map(
     x = _numpy(emb).astype(np.float64)
     idx = _numpy(anatomy_index).astype(np.int64).reshape(-1)
     if x.ndim != 2 or x.shape[0] != idx.shape[0]:
-        raise ValueError(f"emb must be (N, E) with N = len(anatomy_index) = {idx.shape[0]}, got {x.shape}")
+        raise ValueError(
+            f"emb must be (N, E) with N = len(anatomy_index) = {idx.shape[0]}, got {x.shape}"
+        )
     if x.shape[0] < 3:
         raise ValueError(f"an embedding map needs at least 3 points, got {x.shape[0]}")
     if method == "pca":
@@ -133,7 +135,9 @@ def plot_embedding_map(
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30.0, max(1.0, (x.shape[0] - 1) / 3)))
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+        xy = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(x)
         axis_names = ("t-SNE 1", "t-SNE 2")
     else:
         raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
@@ -142,7 +146,9 @@ def plot_embedding_map(
     for k in np.unique(idx):
         name = ANATOMY_NAMES[k] if 0 <= k < len(ANATOMY_NAMES) else str(int(k))
         sel = idx == k
-        a.scatter(xy[sel, 0], xy[sel, 1], s=14, alpha=0.8, color=colors.get(name, "0.5"), label=name)
+        a.scatter(
+            xy[sel, 0], xy[sel, 1], s=14, alpha=0.8, color=colors.get(name, "0.5"), label=name
+        )
     a.set_xlabel(axis_names[0])
     a.set_ylabel(axis_names[1])
     a.legend(fontsize=8, frameon=False, loc="best", markerscale=1.5)
@@ -220,7 +226,9 @@ def _detection_table(result: Any) -> pd.DataFrame:
         det = result.get("detection", result)
         if "per_abnormality" in det:
             return pd.DataFrame.from_dict(det["per_abnormality"], orient="index")
-    raise TypeError(f"expected a detection table, DetectionResult or results dict, got {type(result).__name__}")
+    raise TypeError(
+        f"expected a detection table, DetectionResult or results dict, got {type(result).__name__}"
+    )
 
 
 def plot_auc_per_abnormality(
@@ -243,7 +251,9 @@ def plot_auc_per_abnormality(
     fig, a = _axes(ax, width=6.5, height=max(3.0, 0.32 * len(names) * max(1, n_models) ** 0.5 + 1))
     height = 0.8 / n_models
     y = np.arange(len(names))
-    for m, (color, (model, table)) in enumerate(zip(_model_colors(n_models), tables.items(), strict=True)):
+    for m, (color, (model, table)) in enumerate(
+        zip(_model_colors(n_models), tables.items(), strict=True)
+    ):
         if metric not in table:
             raise KeyError(f"the table of {model!r} has no column {metric!r}")
         vals = pd.to_numeric(table[metric].reindex(names), errors="coerce").to_numpy(float)
@@ -281,7 +291,9 @@ def plot_prompt_family_auc(
     width = 0.8 / n_models
     x = np.arange(len(families))
     suffix = "_ct_rate" if key.endswith("_ct_rate") else ""
-    for m, (color, (model, rob)) in enumerate(zip(_model_colors(n_models), robs.items(), strict=True)):
+    for m, (color, (model, rob)) in enumerate(
+        zip(_model_colors(n_models), robs.items(), strict=True)
+    ):
         vals = np.array([_nan(rob[key].get(f)) for f in families], dtype=float)
         mean, std = _nan(rob.get(f"mean{suffix}")), _nan(rob.get(f"std{suffix}"))
         a.bar(x - 0.4 + width * (m + 0.5), np.nan_to_num(vals, nan=0.0), width=width,

@@ -105,7 +105,14 @@ def _open(url: str, headers: Mapping[str, str], *, method: str = "GET", timeout:
             req.add_unredirected_header("Authorization", value)
         else:
             req.add_header(key, value)
-    return _OPENER.open(req, timeout=timeout)
+    try:
+        return _OPENER.open(req, timeout=timeout)
+    except urllib.error.URLError as err:  # a file:// mirror without the file: not transient
+        if not isinstance(err, urllib.error.HTTPError) and isinstance(
+            err.reason, FileNotFoundError
+        ):
+            raise RemoteNotFoundError(f"not found: {redact_url(url)}") from None
+        raise
 
 
 def _raise_for_status(err: urllib.error.HTTPError, name: str, url: str) -> None:

@@ -41,10 +41,11 @@ class DownloadReport:
         lines = [f"{self.source} -> {self.dest}"]
         if self.dry_run:
             unknown = sum(1 for _, s in self.planned if s is None)
-            lines.append(
-                f"dry run: would {self.verb} {len(self.planned)} files, {format_bytes(self.planned_bytes)}"
-                + (f" (+{unknown} of unknown size)" if unknown and self.verb == "fetch" else "")
-            )
+            head = f"dry run: would {self.verb} {len(self.planned)} files"
+            if self.verb == "fetch":
+                head += f", {format_bytes(self.planned_bytes)}"
+                head += f" (+{unknown} of unknown size)" if unknown else ""
+            lines.append(head)
             if self.present:
                 lines.append(f"already present: {len(self.present)} files")
             lines += [

@@ -24,7 +24,9 @@ def make_tiny_data(root: Path, n_train: int = 8) -> Path:
     """A real phantom dataset (NIfTI + CSVs) of ``n_train`` 32^3 volumes."""
     from cagcl_mini.phantom import make_dataset
 
-    return Path(make_dataset(root, n_train=n_train, n_valid=2, size=32, seed=0, workers=1))
+    return Path(
+        make_dataset(root, n_train=n_train, n_valid=2, size=32, seed=0, workers=1, progress=False)
+    )
 
 
 def tiny_config(data_root: Path, out_dir: Path | None, **changes) -> TrainConfig:

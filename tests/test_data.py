@@ -508,3 +508,24 @@ def test_non_numeric_label_value_names_file_row_and_column(tmp_path):
     ) as info:
         CTReportDataset(root)
     assert str(path) in str(info.value)
+
+
+def test_embedded_phantom_dataset_loads_consistently(tmp_path):
+    from cagcl_mini.anatomy import ABNORMALITY_BY_NAME
+    from cagcl_mini.phantom import make_dataset
+
+    root = make_dataset(tmp_path, n_train=3, n_valid=2, size=32, seed=0, workers=1, progress=False)
+    for split, n in (("train", 3), ("valid", 2)):
+        ds = CTReportDataset(root, split, size=32)
+        assert len(ds) == n and ds.ids[0] == f"{split}_1_a_1"
+        batch = collate([ds[i] for i in range(n)])
+        assert batch["image"].shape == (n, 1, 32, 32, 32) and batch["present"].all()
+        hu = batch["image"][:, 0] * 2000 - 1000
+        lung, liver = (hu[batch["anatomy"] == ANATOMY_ID[a]].mean() for a in ("lung", "liver"))
+        assert lung < -400 and liver > 0  # the HU survive the int16 + intercept storage
+        # a positive label of an anatomy <=> the report text of that anatomy reads abnormal
+        for labels, abnormal in zip(batch["labels"], batch["abnormal"], strict=True):
+            expected = torch.zeros(NUM_ANATOMIES, dtype=torch.bool)
+            for j in torch.nonzero(labels).flatten().tolist():
+                expected[ANATOMY_ID[ABNORMALITY_BY_NAME[ALL_LABELS[j]].anatomy] - 1] = True
+            assert torch.equal(abnormal, expected)

@@ -278,6 +278,21 @@ def test_cli_fetches_the_example(tmp_path, example_server, capsys):
     assert layout.mask_path(tmp_path, "valid_1_a_1.nii.gz").is_file()
 
 
+def test_a_local_folder_works_as_a_mirror(tmp_path):
+    """``--mirror file:///...`` installs verified copies offline (e.g. for notebook 00)."""
+    folder = shared_path("totalseg_example")
+    report = download_totalseg_example(tmp_path, mirror=folder.as_uri() + "/", progress=False)
+    assert sorted(report.fetched) == sorted(totalseg_example.SHA256)
+    assert (
+        _sha256(layout.ct_path(tmp_path, "valid_1_a_1.nii.gz"))
+        == totalseg_example.SHA256["example_ct_sm.nii.gz"]
+    )
+    with pytest.raises(RemoteNotFoundError, match="example_ct_sm.nii.gz"):
+        download_totalseg_example(
+            tmp_path / "x", mirror=(tmp_path / "empty").as_uri() + "/", progress=False
+        )
+
+
 # ---------------------------------------------------------------- credentials
 
 

@@ -119,7 +119,10 @@ def test_detection_from_scores_skips_single_class_and_macro_averages():
     assert res.table.loc["Lung nodule", "anatomy"] == "lung"
     assert not res.table.loc["Hepatic steatosis", "ct_rate"]
     d = res.to_dict()
-    assert d["family"] == "ctclip" and set(d["per_abnormality"]) == {"Lung nodule", "Hepatic steatosis"}
+    assert d["family"] == "ctclip" and set(d["per_abnormality"]) == {
+        "Lung nodule",
+        "Hepatic steatosis",
+    }
     json.dumps(evaluate.jsonable(d), allow_nan=False)
 
 
@@ -195,7 +198,9 @@ def test_zero_shot_detection_with_hand_built_embeddings():
     assert res.macro["honest_accuracy"] == 1.0
     s, y = res.scores["Lung nodule"]
     # score = softmax(10 * [<v,t_neg>, <v,t_pos>])[1]: sigmoid(10) for abnormal, sigmoid(-10) normal
-    np.testing.assert_allclose(s, np.where(y == 1, 1 / (1 + np.exp(-10)), 1 / (1 + np.exp(10))), rtol=1e-9)
+    np.testing.assert_allclose(
+        s, np.where(y == 1, 1 / (1 + np.exp(-10)), 1 / (1 + np.exp(10))), rtol=1e-9
+    )
     assert list(y) == [0, 1] * 4
 
 
@@ -216,7 +221,9 @@ def test_prompt_robustness_mean_and_population_std():
 
 
 def test_anatomy_recognition_perfect_and_confused():
-    prompts = F.normalize(torch.randn(NUM_ANATOMIES, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    prompts = F.normalize(
+        torch.randn(NUM_ANATOMIES, 16, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     v = prompts[None].expand(5, -1, -1).clone()
     present = torch.ones(5, NUM_ANATOMIES, dtype=torch.bool)
     present[0, 3] = False
@@ -246,13 +253,20 @@ def test_retrieval_exact_identical_and_random():
     assert out["chance"]["recall@10"] == 10 / n
     for k, chance in ((1, 1 / n), (10, 10 / n)):
         assert out["image_to_text"][f"recall@{k}"] < 4 * chance + 0.01
-    assert out["image_to_text"]["recall@1"] <= out["image_to_text"]["recall@5"] <= out["image_to_text"]["recall@10"]
+    assert (
+        out["image_to_text"]["recall@1"]
+        <= out["image_to_text"]["recall@5"]
+        <= out["image_to_text"]["recall@10"]
+    )
 
 
 def test_retrieval_of_an_embedded_split_pools_present_anatomies():
     split = hand_split(n=6)
     g = torch.Generator().manual_seed(1)
-    split.v = F.normalize(torch.randn(6, NUM_ANATOMIES, E, generator=g), dim=-1) * split.present[..., None]
+    split.v = (
+        F.normalize(torch.randn(6, NUM_ANATOMIES, E, generator=g), dim=-1)
+        * split.present[..., None]
+    )
     split.t = split.v.clone()
     img, txt, keep = evaluate.volume_report_embeddings(split)
     assert keep.tolist() == list(range(6))
@@ -280,7 +294,9 @@ def test_collapse_orthonormal_embeddings():
     emb = np.eye(8)[:6] * 3.0  # scale does not matter: rows are normalised
     idx = np.array([0, 1, 2, 0, 1, 2])
     stats = collapse.text_collapse_stats(emb, idx)
-    assert stats["across"]["mean"] == pytest.approx(0.0) and stats["within"]["mean"] == pytest.approx(0.0)
+    assert stats["across"]["mean"] == pytest.approx(0.0) and stats["within"][
+        "mean"
+    ] == pytest.approx(0.0)
     assert stats["all"]["share_above"] == 0.0 and stats["all"]["std"] == pytest.approx(0.0)
     assert stats["effective_rank"] == pytest.approx(6.0)
     assert set(stats["per_anatomy"]) == {"lung", "heart", "aorta"}
@@ -316,5 +332,10 @@ def test_collect_and_split_text_embeddings_deduplicate():
 
 
 def test_jsonable_makes_strict_json():
-    data = {"a": float("nan"), "b": np.float32(0.5), "c": [np.int64(3), float("inf")], "d": torch.tensor(2.0)}
+    data = {
+        "a": float("nan"),
+        "b": np.float32(0.5),
+        "c": [np.int64(3), float("inf")],
+        "d": torch.tensor(2.0),
+    }
     assert evaluate.jsonable(data) == {"a": None, "b": 0.5, "c": [3, None], "d": 2.0}

@@ -52,7 +52,9 @@ def test_cosine_histograms_one_curve_per_model_and_panel():
         assert np.sum(values * np.diff(edges)) == pytest.approx(1.0)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0].startswith("fvlm (mean ") and labels[1].startswith("cagcl")
-    fig = viz.plot_cosine_histograms({"m": {"collapse": stats["fvlm"]}}, groups=("within", "across"))
+    fig = viz.plot_cosine_histograms(
+        {"m": {"collapse": stats["fvlm"]}}, groups=("within", "across")
+    )
     assert len(fig.axes) == 2
     _png(fig)
     with pytest.raises(KeyError, match="no 'nope' group"):
@@ -93,7 +95,11 @@ def test_loss_curves_from_a_jsonl_log(tmp_path):
 
 def test_auc_per_abnormality_grouped_bars():
     a = pd.DataFrame({"auc": [0.9, 0.6, 0.7]}, index=["Lung nodule", "Cardiomegaly", "Emphysema"])
-    b = {"detection": {"per_abnormality": {"Lung nodule": {"auc": 0.8}, "Cardiomegaly": {"auc": None}}}}
+    b = {
+        "detection": {
+            "per_abnormality": {"Lung nodule": {"auc": 0.8}, "Cardiomegaly": {"auc": None}}
+        }
+    }
     fig = viz.plot_auc_per_abnormality({"fvlm": a, "cagcl": b})
     bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
     assert len(bars) == 2 and all(len(c) == 3 for c in bars)
