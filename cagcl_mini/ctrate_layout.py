@@ -82,6 +82,11 @@ class VolumeRecord:
         return volume_id(self.name)
 
 
+def natural_key(name: str) -> list[int | str]:
+    """Sort key that orders embedded numbers numerically: train_2_a_1 before train_10_a_1."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def volume_id(name: str) -> str:
     """``train_1_a_1.nii.gz`` -> ``train_1_a_1``."""
     return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name
@@ -227,7 +232,7 @@ def label_map_path(dataset_dir: Path, image: Path, folder: str) -> Path:
 
 
 def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
-    """All loadable volumes of one split, sorted by VolumeName (see the module doc for the rules)."""
+    """All loadable volumes of one split in natural VolumeName order (train_2 before train_10)."""
     check_split(split)
     csv_paths = {
         "reports": dataset_dir / REPORTS_CSV[split],
@@ -262,7 +267,7 @@ def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
 
     records: list[VolumeRecord] = []
     missing_maps: list[Path] = []
-    for name in sorted(volumes):
+    for name in sorted(volumes, key=natural_key):
         image, folder = volumes[name]
         absent = [key for key, table in tables.items() if name not in table.index]
         if absent:

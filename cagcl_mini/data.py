@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from monai.data import CacheDataset, MetaTensor, NibabelReader, PersistentDataset
 from monai.data import Dataset as MonaiDataset
@@ -68,6 +69,7 @@ from monai.transforms import (
 
 from cagcl_mini import paths
 from cagcl_mini.anatomy import (
+    ALL_LABELS,
     ANATOMY_NAMES,
     NUM_ANATOMIES,
     TOTALSEG_MAX_ID,
@@ -88,6 +90,7 @@ __all__ = ["CTReportDataset", "DataError", "LayoutWarning", "build_pipeline", "c
 AFFINE_ATOL = 1e-3  # mm; CT and label map affines may differ by float32 rounding, not more
 PIPELINE_VERSION = 1  # bump when the pipeline's output changes, to invalidate disk caches
 KEYS = ("image", "anatomy")
+_LUT_F32 = TOTALSEG_TO_ANATOMY.astype(np.float32)
 
 
 def _filename(tensor: Any) -> str:
@@ -199,7 +202,7 @@ class RescaleHUd(MapTransform):
             tensor = data[key]
             header = self.header_scaling(tensor)
             if header is None:
-                data[key] = tensor * slope + intercept
+                data[key] = tensor.mul_(slope).add_(intercept)
             elif (slope, intercept) not in ((1.0, 0.0), header):
                 warnings.warn(
                     f"{_filename(tensor)}: the NIfTI header scaling {header} was applied by "
@@ -224,22 +227,21 @@ class TotalSegToAnatomyd(MapTransform):
             if not np.issubdtype(arr.dtype, np.integer):
                 if not np.array_equal(arr, np.round(arr)):
                     raise DataError(f"{name}: label map has non-integer values ({arr.dtype})")
+                arr = arr.astype(np.int64)
             lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
             if lo < 0 or hi > 255:
                 raise DataError(
                     f"{name}: TotalSegmentator ids must lie in 0..255, found {lo}..{hi}"
                 )
-            ids = arr.astype(np.int64, copy=False)
-            counts = np.bincount(ids.ravel(), minlength=256)
-            unknown = np.flatnonzero(counts[TOTALSEG_MAX_ID + 1 :]) + TOTALSEG_MAX_ID + 1
-            if unknown.size:
+            if hi > TOTALSEG_MAX_ID:
+                unknown = np.unique(arr[arr > TOTALSEG_MAX_ID]).tolist()
                 warnings.warn(
-                    f"{name}: ids {unknown.tolist()} are not TotalSegmentator v2 `total` classes "
+                    f"{name}: ids {unknown} are not TotalSegmentator v2 `total` classes "
                     f"(0..{TOTALSEG_MAX_ID}); mapped to background",
                     LayoutWarning,
                     stacklevel=2,
                 )
-            mapped = TOTALSEG_TO_ANATOMY.astype(np.float32)[ids]
+            mapped = _LUT_F32[arr]  # integer arrays index the lookup table directly
             data[key] = MetaTensor(torch.from_numpy(mapped), meta=dict(tensor.meta))
         return data
 
@@ -333,6 +335,7 @@ class CTReportDataset(torch.utils.data.Dataset):
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
         pipeline = build_pipeline(self.size, self.hu_window)
         self._in_memory = cache is True or cache == "memory"
+        self.cache_dir: Path | None = None  # set for disk caches
         disk = cache not in (False, None) and not self._in_memory
         items = [_pipeline_input(r, stamp=disk) for r in self.records]
         if cache is False or cache is None:
@@ -360,6 +363,15 @@ class CTReportDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def label_table(self) -> pd.DataFrame:
+        """The split's labels as a table (rows: item ids, columns: ALL_LABELS), read from the CSV
+        index only, so label statistics need no volume loading."""
+        return pd.DataFrame(
+            np.stack([r.labels for r in self.records]) if self.records else None,
+            index=self.ids,
+            columns=list(ALL_LABELS),
+        )
 
     def anatomy_texts(self, index: int) -> tuple[list[str], list[bool]]:
         """Per-anatomy texts of the report and their abnormal flags, before the presence mask."""

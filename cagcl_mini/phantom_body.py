@@ -2,8 +2,8 @@
 
 :func:`sample_body` draws one patient (habitus, organ sizes and positions, contrast phase, voxel
 spacing); the painters here and in :mod:`cagcl_mini.phantom_mediastinum` paint it onto a
-:class:`Canvas` as Hounsfield units and TotalSegmentator v2 ``total`` ids, including the structures the catalog ignores (ribs, vertebrae,
-stomach, ...), so the TS -> anatomy lookup table matters. Findings that change an organ's shape or
+:class:`Canvas` as Hounsfield units and TotalSegmentator v2 ``total`` ids, including structures the
+catalog ignores (ribs, vertebrae, stomach, ...), so the TS -> anatomy lookup table matters. Findings that change an organ's shape or
 density (cardiomegaly, splenomegaly, pericardial effusion, hiatal hernia, steatosis) come in as
 ``mods`` so the organ is painted once, already abnormal.
 
@@ -227,6 +227,9 @@ def _shell(c: Canvas, t: float) -> np.ndarray:
 
 
 def paint_walls(c: Canvas, tex: np.ndarray) -> dict[str, np.ndarray]:
+    """Table, subcutaneous fat, muscle wall, and the cavity filling (mediastinal fat above the
+    diaphragm, bowel-like soft tissue with gas below). Returns the shell masks later painters use.
+    """
     b, g, hu = c.body, c.grid, c.body.hu
     s = b.shell
     # Table under the patient.
@@ -254,6 +257,7 @@ def paint_walls(c: Canvas, tex: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def paint_lungs(c: Canvas, m: dict[str, np.ndarray], tex: np.ndarray) -> None:
+    """Both lungs (air with a gravity gradient) split into the five TS lobes by two fissures."""
     b, g = c.body, c.grid
     a_c, b_post, b_front = b.cavity
     rb = b.shell["rib_band"]
@@ -280,6 +284,7 @@ def paint_lungs(c: Canvas, m: dict[str, np.ndarray], tex: np.ndarray) -> None:
 
 
 def paint_lung_vessels(c: Canvas, rng: np.random.Generator) -> None:
+    """Tapering vessels from each hilum to random lung points (partial-volume dots and lines)."""
     b, g = c.body, c.grid
     tx, ty, _ = b.trachea
     pts = c.lung_points()
@@ -301,6 +306,8 @@ def paint_lung_vessels(c: Canvas, rng: np.random.Generator) -> None:
 
 
 def paint_abdomen(c: Canvas, m: dict[str, np.ndarray], mods: dict[str, Any]) -> None:
+    """Liver (+ veins, gallbladder), stomach with an air-fluid level, spleen, kidneys in perirenal
+    fat, pancreas; all below the diaphragm."""
     b, g, hu, o = c.body, c.grid, c.body.hu, c.body.organs
     zd = c.geo["zd"]
 

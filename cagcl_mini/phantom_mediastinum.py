@@ -39,6 +39,8 @@ def _tube(c: Canvas, segments, value, label, only=SOFT) -> None:
 
 
 def paint_heart(c: Canvas, m: dict[str, np.ndarray], mods: dict[str, Any]) -> None:
+    """Heart on the diaphragm (blood pool, myocardial wall and septum, left atrial appendage),
+    its fat pad or pericardial effusion, and the venae cavae entering the right atrium."""
     b, g, hu = c.body, c.grid, c.body.hu
     zd = c.geo["zd"]
     center, semi, rot = heart_geometry(c, mods)
@@ -82,9 +84,8 @@ def paint_heart(c: Canvas, m: dict[str, np.ndarray], mods: dict[str, Any]) -> No
         c.paint(sl, q2 <= 1.0, hu["blood"], TS["atrial_appendage_left"], (*SOFT, TS["heart"]))
 
 
-def paint_vessels_and_airway(
-    c: Canvas, masks: dict[str, np.ndarray], mods: dict[str, Any]
-) -> None:
+def paint_vessels_and_airway(c: Canvas, masks: dict[str, np.ndarray], mods: dict[str, Any]) -> None:
+    """Aorta (root, arch, descending, abdominal), esophagus (+ hiatal hernia), trachea and bronchi."""
     b, g, hu, o = c.body, c.grid, c.body.hu, c.body.organs
     center, semi, _ = c.geo["heart"]
     tx, ty, tr = b.trachea

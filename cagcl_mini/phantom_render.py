@@ -69,6 +69,8 @@ def body_for(seed: SeedLike, size: int) -> Body:
 
 def spec_for(seed: SeedLike, name: str, body: Body) -> FindingSpec:
     """The size/side/severity a seed gives one finding (independent of the other findings)."""
+    if name not in ALL_LABELS:
+        raise KeyError(f"unknown abnormality {name!r}; choose from {', '.join(ALL_LABELS)}")
     ss = seed_sequence(seed)
     return sample_spec(name, child(ss, STREAM_SPEC, ALL_LABELS.index(name)), body)
 

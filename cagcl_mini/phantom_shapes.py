@@ -54,10 +54,6 @@ class Grid:
         cx, cy, cz = coords
         return tuple(slices), (cx[:, None, None], cy[None, :, None], cz[None, None, :])
 
-    def index_to_point(self, index: Sequence[int]) -> np.ndarray:
-        """Patient coordinates (mm) of a voxel index."""
-        return np.array([self.axes[a][int(index[a])] for a in range(3)], dtype=np.float64)
-
 
 def rotation(z_deg: float = 0.0, y_deg: float = 0.0, x_deg: float = 0.0) -> np.ndarray:
     """Rotation matrix R = Rz @ Ry @ Rx (degrees); its columns are the solid's axes in the frame."""

@@ -265,7 +265,7 @@ def plot_auc_per_abnormality(
         a.axvline(0.5, color="0.4", linestyle="--", linewidth=1)
         a.set_xlim(0, 1)
     a.set_xlabel(metric)
-    a.legend(fontsize=8, frameon=False, loc="lower right")
+    a.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     a.set_title(title or f"zero-shot {metric} per abnormality", fontsize=10)
     return fig
 
@@ -302,7 +302,8 @@ def plot_prompt_family_auc(
     a.axhline(0.5, color="0.4", linestyle="--", linewidth=1)
     a.set_ylim(0, 1)
     a.set_ylabel("macro AUC")
-    a.legend(fontsize=8, frameon=False, loc="lower right")
+    a.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1),
+             ncols=min(n_models, 3))  # fmt: skip
     a.set_title(title or "zero-shot macro AUC per prompt family", fontsize=10)
     return fig
 

@@ -34,7 +34,7 @@ class FixtureVolume:
     seg: np.ndarray | None = None  # None: no label map file is written
     affine: np.ndarray | None = None  # default: diag(spacing) with the spacing below
     seg_affine: np.ndarray | None = None  # default: the CT's affine
-    report: str = ""
+    report: str = "The lungs are clear."
     impressions: str = ""
     labels: Mapping[str, float] = field(default_factory=dict)
     slope: float = 1.0  # RescaleSlope / RescaleIntercept written to the metadata CSV
@@ -161,7 +161,7 @@ def write_arrays(
     intercept: float = 0.0,
 ) -> Path:
     """Shortcut: one volume per (ct, seg) pair with the same affine, reports optional."""
-    reports = reports if reports is not None else [""] * len(cts)
+    reports = reports if reports is not None else [FixtureVolume.report] * len(cts)
     vols = [
         FixtureVolume(ct=c, seg=s, affine=affine, report=r, slope=slope, intercept=intercept)
         for c, s, r in zip(cts, segs, reports, strict=True)

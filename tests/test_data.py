@@ -423,6 +423,7 @@ def test_caches_return_the_same_items(tmp_path, cache):
     root = _one(tmp_path, report="The heart is enlarged.")
     plain = CTReportDataset(root, size=8)[0]
     ds = CTReportDataset(root, size=8, cache=cache)
+    before = set(ds.cache_dir.glob("*.pt")) if cache == "disk" else set()
     first = ds[0]
     first["image"].zero_()  # a consumer writing into its item must not corrupt the cache
     second = ds[0]
@@ -430,8 +431,8 @@ def test_caches_return_the_same_items(tmp_path, cache):
         torch.testing.assert_close(second[key], plain[key])
     assert second["texts"] == plain["texts"]
     if cache == "disk":
-        files = list(ds.cache_dir.glob("*.pt"))
-        assert len(files) == 1 and "cagcl_home" in str(ds.cache_dir)
+        assert len(set(ds.cache_dir.glob("*.pt")) - before) == 1  # one file for the volume
+        assert "cagcl_home" in str(ds.cache_dir)  # under paths.home() (the test's home)
 
 
 def test_user_transform_runs_on_the_item(tmp_path):
@@ -529,3 +530,27 @@ def test_embedded_phantom_dataset_loads_consistently(tmp_path):
             for j in torch.nonzero(labels).flatten().tolist():
                 expected[ANATOMY_ID[ABNORMALITY_BY_NAME[ALL_LABELS[j]].anatomy] - 1] = True
             assert torch.equal(abnormal, expected)
+
+
+def test_float_label_maps_must_hold_integers(tmp_path):
+    ct, seg = phantom()
+    expected = CTReportDataset(_one(tmp_path / "u8", seg=seg), size=8)[0]["anatomy"]
+    as_float = CTReportDataset(_one(tmp_path / "f32", seg=seg.astype(np.float32)), size=8)[0]
+    torch.testing.assert_close(as_float["anatomy"], expected)
+    broken = seg.astype(np.float32)
+    broken[0, 0, 0] = 1.5
+    with pytest.raises(DataError, match="non-integer"):
+        CTReportDataset(_one(tmp_path / "bad", seg=broken), size=8)[0]
+
+
+def test_label_table_matches_items_without_loading_volumes(tmp_path):
+    from cagcl_mini.anatomy import ALL_LABELS
+    from cagcl_mini.data import CTReportDataset
+    from cagcl_mini.phantom import make_dataset
+
+    root = make_dataset(tmp_path / "ds", n_train=6, n_valid=2, size=32, seed=3, progress=False)
+    ds = CTReportDataset(root, split="train", size=32)
+    table = ds.label_table()
+    assert list(table.columns) == list(ALL_LABELS) and list(table.index) == ds.ids
+    for i in (0, 5):
+        assert table.iloc[i].to_numpy().tolist() == ds[i]["labels"].tolist()

@@ -339,3 +339,113 @@ def test_jsonable_makes_strict_json():
         "d": torch.tensor(2.0),
     }
     assert evaluate.jsonable(data) == {"a": None, "b": 0.5, "c": [3, None], "d": 2.0}
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from cagcl_mini.phantom import make_dataset
+
+    root = tmp_path_factory.mktemp("eval_data") / "phantom"
+    return make_dataset(root, n_train=8, n_valid=8, size=32, seed=0, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from cagcl_mini.model import AnatomyCLIP, ModelConfig
+
+    torch.manual_seed(0)
+    return AnatomyCLIP(ModelConfig(vision="tiny", embed_dim=32))
+
+
+NOTEBOOK_KEYS = {
+    "summary", "detection", "prompt_robustness", "collapse", "anatomy_recognition", "retrieval",
+    "n_volumes", "n_train_volumes", "logit_scale", "grid",
+}  # fmt: skip
+
+
+def test_embed_and_evaluate_a_tiny_real_model(tiny_model, tiny_data):
+    from cagcl_mini.data import CTReportDataset
+
+    valid = CTReportDataset(tiny_data, "valid", size=32)
+    train = CTReportDataset(tiny_data, "train", size=32)
+    tiny_model.train()
+    split = evaluate.embed_dataset(tiny_model, valid, batch_size=3)
+    assert tiny_model.training  # mode restored
+    n = len(valid)
+    assert split.v.shape == (n, NUM_ANATOMIES, 32) and split.t.shape == (n, NUM_ANATOMIES, 32)
+    assert split.labels.shape == (n, len(ALL_LABELS)) and split.ids == valid.ids
+    norms = split.v.norm(dim=-1)
+    torch.testing.assert_close(norms[split.present], torch.ones(int(split.present.sum())))
+    assert torch.all(norms[~split.present] == 0)
+    assert torch.all(split.t.norm(dim=-1)[~split.text_present] == 0)
+    assert split.scale == pytest.approx(1 / 0.07, rel=1e-5)
+
+    families = ("fvlm", "colipri")
+    res = evaluate.evaluate_model(tiny_model, split, train, families=families)
+    assert NOTEBOOK_KEYS <= set(res)
+    det = res["detection"]
+    assert set(det["per_abnormality"]) | set(det["skipped"]) == {ab.name for ab in ABNORMALITIES}
+    assert det["per_abnormality"], "the tiny set should have some two-class abnormality"
+    aucs = [r["auc"] for r in det["per_abnormality"].values()]
+    assert res["summary"]["macro_auc"] == pytest.approx(float(np.mean(aucs)))
+    assert res["n_volumes"] == n and res["n_train_volumes"] == len(train)
+    rob = res["prompt_robustness"]
+    assert rob["families"] == list(families)
+    assert rob["macro_auc"]["fvlm"] == pytest.approx(res["summary"]["macro_auc"])
+    assert rob["std"] == pytest.approx(float(np.std(list(rob["macro_auc"].values()))))
+    assert res["anatomy_recognition"]["n_tokens"] == int(split.present.sum())
+    assert res["retrieval"]["n"] == n
+    distinct = {(k, t) for row in split.texts for k, t in enumerate(row) if t}
+    assert res["collapse"]["n_texts"] == len(distinct)
+    for key, value in res["summary"].items():
+        assert value is None or math.isnan(value) or -1.0 <= value <= len(distinct), key
+    json.dumps(evaluate.jsonable(res), allow_nan=False)
+
+
+def test_cli_untrained_prints_tables_and_writes_json(tiny_data, tmp_path, capsys):
+    out = tmp_path / "results" / "eval.json"
+    argv = ["--untrained", "--data", str(tiny_data), "--image-size", "32", "--json", str(out),
+            "--families", "hlip", "paraphrase", "--family", "ctclip", "--limit", "5"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    data = json.loads(out.read_text())  # strict JSON: NaN became null
+    assert NOTEBOOK_KEYS | {"meta"} <= set(data)
+    assert data["meta"]["untrained"] and data["detection"]["family"] == "ctclip"
+    assert data["n_volumes"] == 5 and data["n_train_volumes"] == 5  # honest thresholds by default
+    assert data["prompt_robustness"]["families"] == ["hlip", "paraphrase"]
+    assert not list(tmp_path.joinpath("results").glob(".*"))  # no temp file left behind
+    text = capsys.readouterr().out
+    family_block = text.split("Prompt families")[1].split("mean ")[0]
+    rows = [ln.split()[0] for ln in family_block.splitlines()[3:] if ln.strip()]
+    assert rows == ["hlip", "paraphrase"]
+    assert "Anatomy recognition top-1" in text and "recall@10" in text
+
+
+def test_cli_evaluates_a_checkpoint_next_to_it(tiny_data, tmp_path, capsys):
+    from cagcl_mini import checkpoint
+    from cagcl_mini.train import build_model
+    from cagcl_mini.train_config import preset
+
+    config = preset("cpu-quick", data_root=str(tiny_data), image_size=32, data_cache=False,
+                    model={"vision": "tiny", "embed_dim": 16})  # fmt: skip
+    model = build_model(config, for_training=False)
+    ckpt = checkpoint.save_checkpoint(
+        tmp_path / "run" / "final.pt",
+        {"step": 0, "config": config.to_dict(), "model": model.checkpoint_state_dict()},
+    )
+    argv = ["--checkpoint", str(ckpt), "--limit", "4", "--no-honest", "--families", "fvlm"]
+    assert evaluate.main(argv) == 0
+    data = json.loads((tmp_path / "run" / "eval_valid.json").read_text())
+    assert data["n_volumes"] == 4 and data["n_train_volumes"] == 0
+    assert data["meta"]["checkpoint"] == str(ckpt)
+    assert data["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
+    capsys.readouterr()
+
+
+def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
+    missing = tmp_path / "nope" / "final.pt"
+    assert evaluate.main(["--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
