@@ -11,7 +11,9 @@ voxels of their anatomy's TotalSegmentator labels:
 * heart (51, 61): cardiomegaly, pericardial effusion, coronary calcification, medical material;
 * aorta (52): wall calcification; esophagus (15): hiatal hernia; trachea (16): lymphadenopathy
   (nodes abutting and narrowing it); liver (5): steatosis, lesion; spleen (1): splenomegaly;
-  kidney (2, 3): cyst.
+  kidney (2, 3): cyst. Cysts keep the kidney label: TotalSegmentator v2 has separate
+  ``kidney_cyst`` ids (23/24), but the catalog's kidney is 2 + 3 and a finding must lie inside its
+  anatomy's mask for anatomy pooling to see it.
 """
 
 from __future__ import annotations

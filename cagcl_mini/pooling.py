@@ -17,16 +17,19 @@ resolution. Pooling happens in two steps:
    ``pooled[b,k] = sum_n w[b,k,n] f[b,:,n] / sum_n w[b,k,n]``, for all samples and anatomies at once.
    Two exact implementations of that one formula:
 
-   * ``"dense"``: ``einsum('bkn,bcn->bkc')`` as one batched matmul. Simple, but K multiply-adds per
-     feature element, so its time grows with K.
+   * ``"dense"``: ``einsum('bkn,bcn->bkc')`` as one batched matmul (``torch.bmm``). Simple, but K
+     multiply-adds per feature element, so its time grows with K (about 2x from K=8 to K=32).
    * ``"sparse"``: each feature voxel belongs to one anatomy (two or three on boundaries), so the
-     ``(B*K, B*N)`` block-diagonal weight matrix is almost empty. As a CSR matrix times the
-     channels-last features it costs ``O(nnz * C)``, about one pass over the features whatever K.
-     Channel-first features pay one transposing copy first (free for ``channels_last_3d`` maps).
+     ``(B*K, B*N)`` block-diagonal weight matrix is almost empty. As a CSR matrix (int32 indices,
+     MKL / cuSPARSE) times the ``(B*N, C)`` channels-last tokens it costs ``O(nnz * C)``: one pass
+     over the covered feature voxels, whatever K.
 
-   ``"auto"`` (the default) uses ``"sparse"``: it is the faster one from K = 8 upward in
-   ``cagcl-mini bench pooling`` and its time barely moves with K. Both are differentiable with
-   respect to the features and equal to a per-anatomy boolean-mask loop (see tests/test_pooling.py).
+   ``"auto"`` (the default) picks ``"sparse"`` when the features are ``channels_last_3d`` in
+   memory (the tokens are then a free view) and ``"dense"`` otherwise: transposing a
+   channel-first map costs more than the whole matmul (``cagcl-mini bench pooling`` reports
+   both layouts). An encoder run in ``channels_last_3d`` gets the fast path for free. Both
+   methods are exact, differentiable with respect to the features, and equal a per-anatomy
+   boolean-mask loop (tests/test_pooling.py).
 
 An anatomy with no coverage in a sample is reported absent (``present`` False) and pooled to zeros:
 no NaN, and finite gradients. :class:`AttentionMaskPool` is the fVLM-style learned alternative.
@@ -97,7 +100,7 @@ def masks_to_feature_resolution(
         onehot = F.one_hot(anatomy.long(), k1).permute(0, 4, 1, 2, 3).float()
         out = F.adaptive_avg_pool3d(onehot, (h, w, d))
     elif method == "count":
-        out = _coverage_by_counting(anatomy.long(), (h, w, d), k1)
+        out = _coverage_by_counting(anatomy, (h, w, d), k1)
     else:
         raise ValueError(f"method must be 'count' or 'onehot', got {method!r}")
     return (out if include_background else out[:, 1:]).contiguous()
@@ -106,7 +109,9 @@ def masks_to_feature_resolution(
 def _coverage_by_counting(labels: Tensor, shape: tuple[int, int, int], k1: int) -> Tensor:
     b, n_cells = labels.shape[0], shape[0] * shape[1] * shape[2]
     axes = [_axis_cells(n, m, labels.device) for n, m in zip(labels.shape[1:], shape, strict=True)]
-    offset = torch.arange(b, device=labels.device).view(b, 1, 1, 1) * n_cells
+    # int32 indices halve the memory traffic of the one full-size temporary when they fit.
+    itype = torch.int32 if b * n_cells * k1 < 2**31 else torch.long
+    offset = (torch.arange(b, device=labels.device) * (n_cells * k1)).view(b, 1, 1, 1).to(itype)
     counts = torch.zeros(b * n_cells * k1, dtype=torch.long, device=labels.device)
     # One bincount when the factors divide; overlapping cells add one more pass per extra slot.
     for jx in range(axes[0][0].shape[1]):
@@ -119,11 +124,12 @@ def _coverage_by_counting(labels: Tensor, shape: tuple[int, int, int], k1: int) 
                         sub = sub.index_select(axis, keep)
                     picked.append(cells[keep, j])
                 cx, cy, cz = picked
-                cell = (cx.view(-1, 1, 1) * shape[1] + cy.view(1, -1, 1)) * shape[2] + cz.view(
-                    1, 1, -1
-                )
-                idx = ((offset + cell) * k1 + sub).reshape(-1)
-                counts += torch.bincount(idx, minlength=counts.numel())
+                cell = (cx.view(-1, 1, 1) * shape[1] + cy.view(1, -1, 1)) * shape[2]
+                cell = cell + cz.view(1, 1, -1)
+                idx = sub.to(itype, copy=True)  # label, then + K1 * feature voxel + sample offset
+                idx += (cell * k1).to(itype)
+                idx += offset
+                counts += torch.bincount(idx.reshape(-1), minlength=counts.numel())
     sizes = [s for _, s in axes]
     volume = (sizes[0].view(-1, 1, 1) * sizes[1].view(1, -1, 1) * sizes[2].view(1, 1, -1)).float()
     cover = counts.view(b, *shape, k1).float() / volume.unsqueeze(-1)
@@ -172,12 +178,13 @@ class MaskWeights:
             with warnings.catch_warnings():  # "sparse CSR support is in beta": it works on CPU/CUDA
                 warnings.simplefilter("ignore", UserWarning)
                 csr = self.dense.reshape(b * k, n).to_sparse_csr()
-            rows = torch.arange(b * k, device=self.dense.device).repeat_interleave(
-                csr.crow_indices().diff()
-            )
+            crow = csr.crow_indices()
+            rows = torch.arange(b * k, device=crow.device).repeat_interleave(crow.diff())
             cols = csr.col_indices() + (rows // k) * n  # shift sample b's columns to its block
+            if b * n < 2**31 and cols.numel() < 2**31:  # MKL takes int32; int64 is converted per call
+                crow, cols = crow.int(), cols.int()
             self._sparse = torch.sparse_csr_tensor(
-                csr.crow_indices(), cols, csr.values(), (b * k, b * n), check_invariants=False
+                crow, cols, csr.values(), (b * k, b * n), check_invariants=False
             )
         return self._sparse
 
@@ -220,6 +227,11 @@ def prepare_weights(
     return MaskWeights(dense.contiguous(), total, total > 0, shape)  # type: ignore[arg-type]
 
 
+def _is_channels_last(features: Tensor) -> bool:
+    """Whether ``(B,C,h,w,d)`` features sit in memory as ``(B,h,w,d,C)`` (``channels_last_3d``)."""
+    return features.permute(0, 2, 3, 4, 1).is_contiguous()
+
+
 def _channels_last_tokens(features: Tensor) -> Tensor:
     """``(B*N, C)`` tokens; a view when ``features`` is ``channels_last_3d``, else one copy."""
     b, c = features.shape[:2]
@@ -247,8 +259,10 @@ def mean_mask_pool(
     b, c = features.shape[:2]
     if mw.dense.shape[0] != b:
         raise ValueError(f"features have batch {b} but the anatomy weights {mw.dense.shape[0]}")
-    weights = mw.dense.to(features.dtype)
+    if method == "auto":
+        method = "sparse" if _is_channels_last(features) else "dense"
     if method == "dense":
+        weights = mw.dense.to(features.dtype)
         pooled_sum = torch.bmm(weights, features.reshape(b, c, -1).transpose(1, 2))
     else:
         sparse = mw.sparse if mw.sparse.dtype == features.dtype else mw.sparse.to(features.dtype)

@@ -66,10 +66,10 @@ def detection_scores(
     ``softmax(s * [c_neg, c_pos])[1]`` is computed as ``expit(s * (c_pos - c_neg))`` (identical,
     numerically stable) in float64.
     """
-    v_all = split.v.double().numpy()
-    present = split.present.numpy()
-    labels = split.labels.numpy()
-    neg, pos = negative.double().numpy(), positive.double().numpy()
+    v_all = split.v.detach().double().cpu().numpy()
+    present = split.present.detach().cpu().numpy()
+    labels = split.labels.detach().cpu().numpy()
+    neg, pos = (x.detach().double().cpu().numpy() for x in (negative, positive))
     out = {}
     for m, ab in enumerate(abnormalities):
         k = ANATOMY_NAMES.index(ab.anatomy)

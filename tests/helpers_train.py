@@ -80,3 +80,63 @@ def run_training(config_yaml: Path, *extra: str, timeout: float = 300) -> subpro
     if proc.returncode != 0:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# ----------------------------------------------------------------------------- DDP gradients
+def ddp_problem(seed: int = 0):
+    """A small two-tower problem: global batch inputs and a model with a shared temperature."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 3, 6, generator=gen)
+    y = torch.randn(8, 3, 5, generator=gen)
+    present = torch.rand(8, 3, generator=gen) > 0.2
+    abnormal = torch.rand(8, 3, generator=gen) > 0.5
+    torch.manual_seed(seed)
+    model = torch.nn.Module()
+    model.image = torch.nn.Linear(6, 4)
+    model.text = torch.nn.Linear(5, 4)
+    model.logit_scale = torch.nn.Parameter(torch.tensor(1.5))
+    model.forward = lambda a, b: (model.image(a), model.text(b))
+    return model, x, y, present, abnormal
+
+
+def ddp_loss(v, t, present, abnormal, logit_scale):
+    import torch.nn.functional as F
+
+    from cagcl_mini.losses import global_cross_anatomy_loss, local_alignment_loss
+
+    v, t = F.normalize(v, dim=-1), F.normalize(t, dim=-1)
+    return local_alignment_loss(v, t, present, abnormal, logit_scale) + global_cross_anatomy_loss(
+        v, t, present, abnormal, logit_scale
+    )
+
+
+def ddp_gradient_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One rank: DDP model, local slice of the global batch, gather with gradient, backward."""
+    import torch
+    import torch.distributed as dist
+
+    from cagcl_mini.distributed import DistInfo, gather_tensor, gather_with_grad
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        info = DistInfo(rank, world, rank)
+        model, x, y, present, abnormal = ddp_problem()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        n = x.shape[0] // world
+        part = slice(rank * n, (rank + 1) * n)
+        v, t = ddp(x[part], y[part])
+        loss = ddp_loss(
+            gather_with_grad(v, info),
+            gather_with_grad(t, info),
+            gather_tensor(present[part], info),
+            gather_tensor(abnormal[part], info),
+            model.logit_scale,
+        )
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
