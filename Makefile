@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 tutorial: $(STAMP)
+	$(BIN)/cagcl-mini make-data
 	$(BIN)/cagcl-mini notebooks --out runs/tutorial
 
 test: unit nbval

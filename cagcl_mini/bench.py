@@ -47,12 +47,16 @@ def bench_reports(args) -> dict:
 
 def bench_pooling(args) -> dict:
     """Mask pooling speed against feature.sum() and a per-anatomy loop."""
-    raise NotImplementedError("bench pooling is not written yet")
+    from cagcl_mini.pooling_bench import benchmark
+
+    return benchmark(repeats=max(5, 5 * int(getattr(args, "repeats", 3))))
 
 
 def bench_train(args) -> dict:
     """Training throughput, peak memory and the text-cache speedup."""
-    raise NotImplementedError("bench train is not written yet")
+    from cagcl_mini.train_bench import run_train_bench
+
+    return run_train_bench(repeats=args.repeats, out=args.out)
 
 
 def bench_claims(args) -> dict:

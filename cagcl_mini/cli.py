@@ -8,10 +8,11 @@ from pathlib import Path
 
 
 def _make_data(args: argparse.Namespace) -> int:
+    from cagcl_mini.paths import default_data_dir
     from cagcl_mini.phantom import make_dataset
 
     root = make_dataset(
-        args.out,
+        args.out or default_data_dir(),
         n_train=args.n_train,
         n_valid=args.n_valid,
         size=args.size,
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-data", help="write the embedded synthetic CT-report dataset")
-    p.add_argument("--out", type=Path, required=True, help="dataset root to create")
+    p.add_argument(
+        "--out", type=Path, default=None, help="dataset root (default: the tutorial's cache)"
+    )
     p.add_argument("--n-train", type=int, default=240)
     p.add_argument("--n-valid", type=int, default=60)
     p.add_argument("--size", type=int, default=64, help="edge length of the cubic volumes")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,12 @@ def _check_labels(anatomy: Tensor, num_anatomies: int) -> None:
         raise ValueError(
             f"anatomy must be an integer label map (B,H,W,D), got {anatomy.dtype} {tuple(anatomy.shape)}"
         )
-    if anatomy.numel() and (int(anatomy.min()) < 0 or int(anatomy.max()) > num_anatomies):
-        raise ValueError(
-            f"anatomy labels must lie in 0..{num_anatomies} (0 background), "
-            f"got {int(anatomy.min())}..{int(anatomy.max())}"
-        )
+    if anatomy.numel():
+        low, high = (int(v) for v in torch.aminmax(anatomy))
+        if low < 0 or high > num_anatomies:
+            raise ValueError(
+                f"anatomy labels must lie in 0..{num_anatomies} (0 background), got {low}..{high}"
+            )
 
 
 def _axis_cells(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -107,12 +108,13 @@ def masks_to_feature_resolution(
 
 
 def _coverage_by_counting(labels: Tensor, shape: tuple[int, int, int], k1: int) -> Tensor:
+    """``(B,K+1,h,w,d)`` coverage from one ``bincount`` of ``(b*(K+1) + label)*N + feature voxel``."""
     b, n_cells = labels.shape[0], shape[0] * shape[1] * shape[2]
     axes = [_axis_cells(n, m, labels.device) for n, m in zip(labels.shape[1:], shape, strict=True)]
     # int32 indices halve the memory traffic of the one full-size temporary when they fit.
     itype = torch.int32 if b * n_cells * k1 < 2**31 else torch.long
-    offset = (torch.arange(b, device=labels.device) * (n_cells * k1)).view(b, 1, 1, 1).to(itype)
-    counts = torch.zeros(b * n_cells * k1, dtype=torch.long, device=labels.device)
+    offset = (torch.arange(b, device=labels.device) * (k1 * n_cells)).view(b, 1, 1, 1).to(itype)
+    counts = None
     # One bincount when the factors divide; overlapping cells add one more pass per extra slot.
     for jx in range(axes[0][0].shape[1]):
         for jy in range(axes[1][0].shape[1]):
@@ -125,15 +127,15 @@ def _coverage_by_counting(labels: Tensor, shape: tuple[int, int, int], k1: int) 
                     picked.append(cells[keep, j])
                 cx, cy, cz = picked
                 cell = (cx.view(-1, 1, 1) * shape[1] + cy.view(1, -1, 1)) * shape[2]
-                cell = cell + cz.view(1, 1, -1)
-                idx = sub.to(itype, copy=True)  # label, then + K1 * feature voxel + sample offset
-                idx += (cell * k1).to(itype)
+                idx = sub.to(itype, copy=True)
+                idx *= n_cells
+                idx += (cell + cz.view(1, 1, -1)).to(itype)
                 idx += offset
-                counts += torch.bincount(idx.reshape(-1), minlength=counts.numel())
+                found = torch.bincount(idx.reshape(-1), minlength=b * k1 * n_cells)
+                counts = found if counts is None else counts.add_(found)
     sizes = [s for _, s in axes]
-    volume = (sizes[0].view(-1, 1, 1) * sizes[1].view(1, -1, 1) * sizes[2].view(1, 1, -1)).float()
-    cover = counts.view(b, *shape, k1).float() / volume.unsqueeze(-1)
-    return cover.permute(0, 4, 1, 2, 3)
+    volume = sizes[0].view(-1, 1, 1) * sizes[1].view(1, -1, 1) * sizes[2].view(1, 1, -1)
+    return counts.view(b, k1, *shape).float().div_(volume)
 
 
 def downsample_labels(
@@ -161,15 +163,25 @@ class MaskWeights:
     """Anatomy weights at feature resolution, ready for pooling (compute once, pool many times).
 
     ``dense`` ``(B,K,N)`` coverage fractions (``N = h*w*d``), ``total`` ``(B,K)`` their sums,
-    ``present`` ``(B,K)`` whether an anatomy has any coverage, ``sparse`` the same weights as a
-    block-diagonal ``(B*K, B*N)`` CSR matrix (built on first use).
+    ``present`` ``(B,K)`` whether an anatomy has any coverage. ``normalized`` divides each row by
+    its total (rows of absent anatomies stay 0), so pooling is a single matmul with no division
+    and no NaN; ``sparse`` is ``normalized`` as a block-diagonal ``(B*K, B*N)`` CSR matrix. Both
+    are built on first use.
     """
 
     dense: Tensor
     total: Tensor
     present: Tensor
     feature_shape: tuple[int, int, int]
-    _sparse: Tensor | None = None
+    _normalized: Tensor | None = field(default=None, repr=False)
+    _sparse: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def normalized(self) -> Tensor:
+        if self._normalized is None:
+            denom = self.total.clamp_min(torch.finfo(self.dense.dtype).tiny).unsqueeze(-1)
+            self._normalized = (self.dense / denom).contiguous()
+        return self._normalized
 
     @property
     def sparse(self) -> Tensor:
@@ -177,11 +189,11 @@ class MaskWeights:
             b, k, n = self.dense.shape
             with warnings.catch_warnings():  # "sparse CSR support is in beta": it works on CPU/CUDA
                 warnings.simplefilter("ignore", UserWarning)
-                csr = self.dense.reshape(b * k, n).to_sparse_csr()
+                csr = self.normalized.reshape(b * k, n).to_sparse_csr()
             crow = csr.crow_indices()
             rows = torch.arange(b * k, device=crow.device).repeat_interleave(crow.diff())
             cols = csr.col_indices() + (rows // k) * n  # shift sample b's columns to its block
-            if b * n < 2**31 and cols.numel() < 2**31:  # MKL takes int32; int64 is converted per call
+            if b * n < 2**31 and cols.numel() < 2**31:  # MKL wants int32; int64 converts per call
                 crow, cols = crow.int(), cols.int()
             self._sparse = torch.sparse_csr_tensor(
                 crow, cols, csr.values(), (b * k, b * n), check_invariants=False
@@ -199,6 +211,7 @@ def prepare_weights(
 
     Feature voxels whose coverage of an anatomy is below ``min_coverage`` are dropped for that
     anatomy (0 keeps every voxel the anatomy touches). An anatomy left with no weight is absent.
+    A :class:`MaskWeights` passes through unchanged (its threshold was applied when it was made).
     """
     if isinstance(anatomy, MaskWeights):
         if tuple(anatomy.feature_shape) != tuple(feature_shape):
@@ -261,15 +274,13 @@ def mean_mask_pool(
         raise ValueError(f"features have batch {b} but the anatomy weights {mw.dense.shape[0]}")
     if method == "auto":
         method = "sparse" if _is_channels_last(features) else "dense"
-    if method == "dense":
-        weights = mw.dense.to(features.dtype)
-        pooled_sum = torch.bmm(weights, features.reshape(b, c, -1).transpose(1, 2))
+    if method == "dense":  # rows of `normalized` sum to 1 (0 when absent): the matmul is the mean
+        weights = mw.normalized.to(features.dtype)
+        pooled = torch.bmm(weights, features.reshape(b, c, -1).transpose(1, 2))
     else:
         sparse = mw.sparse if mw.sparse.dtype == features.dtype else mw.sparse.to(features.dtype)
-        pooled_sum = torch.sparse.mm(sparse, _channels_last_tokens(features)).view(b, -1, c)
-    denom = mw.total.to(features.dtype).clamp_min(torch.finfo(features.dtype).tiny)
-    pooled = pooled_sum / denom.unsqueeze(-1)
-    return pooled.masked_fill(~mw.present.unsqueeze(-1), 0.0), mw.present
+        pooled = torch.sparse.mm(sparse, _channels_last_tokens(features)).view(b, -1, c)
+    return pooled, mw.present
 
 
 class AttentionMaskPool(nn.Module):
@@ -305,6 +316,7 @@ class AttentionMaskPool(nn.Module):
             nn.init.zeros_(self.out.bias)
 
     def forward(self, features: Tensor, anatomy: Tensor | MaskWeights) -> tuple[Tensor, Tensor]:
+        """Pool ``features`` ``(B,C,h,w,d)`` over ``anatomy`` (labels, weights or MaskWeights)."""
         b, c = features.shape[:2]
         k, heads = self.num_anatomies, self.num_heads
         mw = prepare_weights(anatomy, tuple(features.shape[2:]), k, self.min_coverage)
@@ -322,103 +334,3 @@ class AttentionMaskPool(nn.Module):
         if self.residual:
             pooled = pooled + mean_mask_pool(features, mw, k)[0]
         return pooled.masked_fill(~mw.present.unsqueeze(-1), 0.0), mw.present
-
-
-def _bench_labels(batch: int, size: int, num_anatomies: int, seed: int = 0) -> Tensor:
-    """Organs tiling a body: Voronoi cells of K random seeds inside a centred ellipsoid.
-
-    Denser than a real CT (every body voxel belongs to an anatomy, about half the cube), so the
-    sparse pooling path is timed on more work than it would see in practice.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    axis = torch.linspace(-1, 1, size)
-    x, y, z = axis.view(-1, 1, 1), axis.view(1, -1, 1), axis.view(1, 1, -1)
-    body = (x**2 + y**2 + z**2) <= 1.0
-    labels = torch.zeros(batch, size, size, size, dtype=torch.long)
-    for b in range(batch):
-        seeds = (torch.rand(num_anatomies, 3, generator=gen) * 1.4 - 0.7).tolist()
-        best = torch.full((size, size, size), float("inf"))
-        for k, (sx, sy, sz) in enumerate(seeds, start=1):
-            dist = (x - sx) ** 2 + (y - sy) ** 2 + (z - sz) ** 2
-            closer = dist < best
-            best = torch.where(closer, dist, best)
-            labels[b].masked_fill_(closer & body, k)
-    return labels
-
-
-def benchmark(
-    feature_sizes: tuple[int, ...] = (16, 32),
-    anatomy_counts: tuple[int, ...] = (8, 32),
-    batch: int = 4,
-    channels: int = 128,
-    upsample: int = 4,
-    repeats: int = 15,
-) -> dict:
-    """Time mask downsampling and pooling on CPU; the figures of ``cagcl-mini bench pooling``.
-
-    Labels live at ``upsample`` times the feature size. Pooling is timed from weights prepared
-    once at feature resolution (as a training step would reuse a batch's masks); preparing them is
-    timed separately. Times are medians in milliseconds.
-    """
-    from cagcl_mini.bench import median_time
-
-    def ms(fn, n=repeats) -> float:
-        return round(1e3 * median_time(fn, repeats=n, warmup=2), 4)
-
-    result: dict = {"batch": batch, "channels": channels, "threads": torch.get_num_threads()}
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for s in feature_sizes:
-            shape = (s, s, s)
-            features = torch.randn(batch, channels, *shape, generator=gen)
-            features_cl = features.contiguous(memory_format=torch.channels_last_3d)
-            t_sum = ms(lambda f=features: f.sum())
-            result[f"f{s}_sum_ms"] = t_sum
-            for k in anatomy_counts:
-                key = f"f{s}_k{k}"
-                labels = _bench_labels(batch, s * upsample, k, seed=s * 1000 + k)
-                result[f"{key}_masks_count_ms"] = ms(
-                    lambda lab=labels, k=k: masks_to_feature_resolution(lab, shape, k), 3
-                )
-                result[f"{key}_masks_onehot_ms"] = ms(
-                    lambda lab=labels, k=k: masks_to_feature_resolution(
-                        lab, shape, k, method="onehot"
-                    ),
-                    3,
-                )
-                weights = masks_to_feature_resolution(labels, shape, k)
-                result[f"{key}_prepare_ms"] = ms(
-                    lambda w=weights, k=k: prepare_weights(w, shape, k).sparse, 3
-                )
-                mw = prepare_weights(weights, shape, k)
-                mw.sparse  # noqa: B018  (build the CSR once, outside the timing)
-                for method in ("sparse", "dense"):
-                    result[f"{key}_{method}_ms"] = ms(
-                        lambda m=method, mw=mw, k=k: mean_mask_pool(features, mw, k, method=m)
-                    )
-                result[f"{key}_sparse_channels_last_ms"] = ms(
-                    lambda mw=mw, k=k: mean_mask_pool(features_cl, mw, k, method="sparse")
-                )
-                hard = downsample_labels(labels, shape, k).reshape(batch, -1)
-                masks = [[hard[b] == j for j in range(1, k + 1)] for b in range(batch)]
-                flat = features.reshape(batch, channels, -1)
-
-                def loop(masks=masks, flat=flat) -> list[Tensor]:
-                    return [flat[b][:, m].mean(-1) for b in range(batch) for m in masks[b]]
-
-                result[f"{key}_loop_ms"] = ms(loop, max(3, repeats // 3))
-                attention = AttentionMaskPool(channels, k)
-                result[f"{key}_attention_ms"] = ms(lambda a=attention, mw=mw: a(features, mw), 3)
-                t_pool = result[f"{key}_sparse_ms"]  # method="auto"
-                result[f"{key}_ratio_to_sum"] = round(t_pool / t_sum, 3)
-                result[f"{key}_dense_ratio_to_sum"] = round(result[f"{key}_dense_ms"] / t_sum, 3)
-                result[f"{key}_speedup_vs_loop"] = round(result[f"{key}_loop_ms"] / t_pool, 2)
-            if len(anatomy_counts) > 1:
-                lo, hi = f"f{s}_k{min(anatomy_counts)}", f"f{s}_k{max(anatomy_counts)}"
-                result[f"f{s}_k_scaling"] = round(
-                    result[f"{hi}_sparse_ms"] / result[f"{lo}_sparse_ms"], 3
-                )
-                result[f"f{s}_dense_k_scaling"] = round(
-                    result[f"{hi}_dense_ms"] / result[f"{lo}_dense_ms"], 3
-                )
-    return result

@@ -114,7 +114,9 @@ class PrefixCache:
         model = self.encoder.model
         hidden = nn.utils.rnn.pad_sequence(states, batch_first=True)
         lengths = torch.tensor([s.shape[0] for s in states], device=hidden.device)
-        attention = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]).long()
+        attention = (
+            torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]
+        ).long()
         mask = _attention_mask(model, hidden, attention)
         for layer in model.encoder.layer[split:]:
             hidden = _layer_out(layer(hidden, mask))

@@ -140,7 +140,7 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def _dataset(config: TrainConfig, info: dist_utils.DistInfo) -> CTReportDataset:
+def training_dataset(config: TrainConfig, info: dist_utils.DistInfo) -> CTReportDataset:
     """The training split; rank 0 builds the embedded dataset first when none is given."""
     root = config.data_root
     if root is None:
@@ -223,8 +223,10 @@ def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
     dictionary = DiagnosisDictionary.build() if "diagnosis" in weights else None
     accum, steps = config.grad_accum, config.steps
 
-    dataset = _dataset(config, info)
+    dataset = training_dataset(config, info)
     model = build_model(config).to(device).train()
+    if info.enabled and device.type == "cuda":  # BatchNorm (ResNet) statistics over the global batch
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -342,7 +344,9 @@ def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if config.checkpoint_every and (s + 1) % config.checkpoint_every == 0 and s + 1 < steps:
             if info.is_main:
-                _save_periodic(out_dir, config, model, optimizer, scheduler, sampler, s + 1, metrics)
+                _save_periodic(
+                    out_dir, config, model, optimizer, scheduler, sampler, s + 1, metrics
+                )
             dist_utils.barrier(info)
     bar.close()
     logger.close()

@@ -107,15 +107,23 @@ class TrainConfig:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
-            raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+            raise ValueError(
+                f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"
+            )
         if self.log_format not in LOG_FORMATS:
-            raise ValueError(f"TrainConfig.log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
+            raise ValueError(
+                f"TrainConfig.log_format must be one of {LOG_FORMATS}, got {self.log_format!r}"
+            )
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
         if not isinstance(self.model, dict):
-            raise TypeError(f"TrainConfig.model must be a dict of ModelConfig fields, got {self.model!r}")
+            raise TypeError(
+                f"TrainConfig.model must be a dict of ModelConfig fields, got {self.model!r}"
+            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"TrainConfig.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+            raise ValueError(
+                f"TrainConfig.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}"
+            )
 
     def _coerce_numbers(self) -> None:
         """YAML 1.1 reads ``3e-4`` as a string and ``1`` as an int: fix float/int fields."""
@@ -183,7 +191,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict; unknown keys (also inside ``model``) raise naming key and source."""
         if not isinstance(data, dict):
-            raise TypeError(f"{source}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+            raise TypeError(
+                f"{source}: expected a mapping of TrainConfig fields, got {type(data).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in known:

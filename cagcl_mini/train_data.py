@@ -110,7 +110,9 @@ class DiagnosisDictionary:
         idx = [ANATOMY_NAMES.index(e.anatomy) for e in self.entries]
         return torch.tensor(idx, dtype=torch.long, device=device)
 
-    def exclude(self, texts: Sequence[Sequence[str]], device: torch.device | str = "cpu") -> torch.Tensor:
+    def exclude(
+        self, texts: Sequence[Sequence[str]], device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """(B, K, M) bool: sentence m describes a finding of sample b's anatomy k (full texts)."""
         mask = exclusion_mask([list(r) for r in texts], self.entries)
         return torch.from_numpy(mask).to(device)

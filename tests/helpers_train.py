@@ -68,7 +68,9 @@ def train_command(config_yaml: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "cagcl_mini.train", "--config", str(config_yaml), *extra]
 
 
-def run_training(config_yaml: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_training(
+    config_yaml: Path, *extra: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run the training CLI to completion, failing with its output when it fails."""
     proc = subprocess.run(
         train_command(config_yaml, *extra),

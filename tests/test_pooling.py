@@ -265,3 +265,32 @@ def test_attention_empty_anatomies_no_nan_and_finite_gradients(residual):
 def test_attention_rejects_bad_heads():
     with pytest.raises(ValueError, match="divisible"):
         AttentionMaskPool(10, 4, num_heads=3)
+
+
+# --------------------------------------------------------------------------- benchmark plumbing
+def test_bench_labels_tile_a_body_with_every_anatomy():
+    from cagcl_mini.pooling_bench import bench_labels
+
+    labels = bench_labels(2, 24, 5, seed=1)
+    assert labels.shape == (2, 24, 24, 24) and labels.dtype == torch.long
+    assert 0.4 < (labels > 0).float().mean() < 0.6  # a ball fills pi/6 of the cube
+    assert all(set(labels[b].unique().tolist()) == set(range(6)) for b in range(2))
+    assert torch.equal(labels, bench_labels(2, 24, 5, seed=1))
+
+
+def test_benchmark_reports_every_figure_on_a_tiny_case():
+    from cagcl_mini.pooling_bench import benchmark
+
+    threads = torch.get_num_threads()
+    r = benchmark(feature_sizes=(4,), anatomy_counts=(2, 3), batch=2, channels=8, repeats=1)
+    assert torch.get_num_threads() == threads, "the thread count is restored"
+    for suffix in ("", "_channel_first"):
+        for k in (2, 3):
+            for name in ("auto_ms", "loop_ms", "ratio_to_sum", "speedup_vs_loop"):
+                value = r[f"f4_k{k}_{name}{suffix}"]
+                assert value > 0
+        assert r[f"f4_k_scaling{suffix}"] == pytest.approx(
+            r[f"f4_k3_auto_ms{suffix}"] / r[f"f4_k2_auto_ms{suffix}"], rel=1e-2
+        )
+    assert isinstance(r["targets_met_channels_last"], bool)
+    assert 0 < r["f4_k2_nonzero_fraction"] <= 1

@@ -85,7 +85,9 @@ def test_overrides_parse_yaml_values():
 
 def test_fingerprint_ignores_bookkeeping_only():
     base = TrainConfig()
-    assert base.fingerprint() == base.replace(out_dir="/x", num_workers=3, log_every=5).fingerprint()
+    assert (
+        base.fingerprint() == base.replace(out_dir="/x", num_workers=3, log_every=5).fingerprint()
+    )
     assert base.fingerprint() != base.replace(seed=1).fingerprint()
     assert base.run_dir() != base.replace(loss_preset="fvlm").run_dir()
 
@@ -250,7 +252,9 @@ def test_non_finite_loss_names_step_and_term(tiny_data, tmp_path, monkeypatch):
 def test_gradient_accumulation_steps_every_n_micro_batches(tiny_data, tmp_path, monkeypatch):
     micro = []
     real_collate = train_mod.collate
-    monkeypatch.setattr(train_mod, "collate", lambda items: micro.append(len(items)) or real_collate(items))
+    monkeypatch.setattr(
+        train_mod, "collate", lambda items: micro.append(len(items)) or real_collate(items)
+    )
     config = tiny_config(tiny_data, tmp_path / "acc", grad_accum=2, steps=3, checkpoint_every=1)
     result = fit(config, progress=False)
     assert micro == [4] * 6  # 3 optimiser steps x 2 micro-batches of 4

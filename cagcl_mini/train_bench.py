@@ -1,0 +1,115 @@
+"""``cagcl-mini bench train``: training throughput, peak memory, and what the text caches buy.
+
+- ``volumes_per_s``: the real ``fit`` loop of ``cpu-quick`` (data loading, augmentation, both
+  encoders, losses, backward, AdamW) over ``steps`` timed steps after ``warmup`` steps; the median
+  over ``repeats`` runs.
+- ``peak_rss_mb``: the process's peak resident memory (``getrusage``), after everything above.
+- ``text_cache_speedup``: with a *frozen* text encoder, one training step (forward, losses,
+  backward, optimiser) re-encoding every description vs reading the pooled-output cache, in steady
+  state (the cache has seen one epoch); median step times, ratio re-encode / cached.
+- ``prefix_cache_speedup``: the same with the ``cpu-quick`` text encoder (last 2 layers train),
+  full encoder vs the frozen-prefix cache of :mod:`cagcl_mini.text_cache`.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cagcl_mini.data import collate
+from cagcl_mini.distributed import DistInfo
+from cagcl_mini.losses import compute_losses
+from cagcl_mini.train import build_model, fit, param_groups, training_dataset
+from cagcl_mini.train_config import TrainConfig, preset
+from cagcl_mini.train_data import GlobalBatchSampler
+from cagcl_mini.train_log import read_log
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports KB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def throughput(config: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
+    """Run ``fit`` for ``warmup + steps`` steps; volumes/s and seconds/step of the timed steps."""
+    result = fit(config.replace(steps=warmup + steps), progress=False)
+    rows = [r for r in read_log(result.log) if r["step"] > warmup]
+    seconds = sum(r["seconds"] for r in rows)
+    volumes = config.batch_size * config.grad_accum * len(rows)
+    return {"volumes_per_s": volumes / seconds, "step_seconds": seconds / len(rows)}
+
+
+def step_times(config: TrainConfig, cached: bool, steps: int, warm_epochs: int = 1) -> list[float]:
+    """Seconds of ``steps`` training steps of ``config`` with the text caches on or off.
+
+    The first ``warm_epochs`` epochs are run untimed (they fill the cache when it is on)."""
+    dataset = training_dataset(config, DistInfo())
+    model = build_model(config.replace(text_prefix_cache=cached)).train()
+    model.set_text_cache(cached)
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
+    warm = sampler.batches_per_epoch * warm_epochs if cached else 1
+    times = []
+    for m in range(warm + steps):
+        batch = collate([dataset[i] for i in sampler.global_batch(m)])
+        start = time.perf_counter()
+        out = model({"image": batch["image"], "anatomy": batch["anatomy"]}, texts=batch["texts"])
+        inputs = {
+            "v": out["image"],
+            "t": out["text"],
+            "present": out["present"],
+            "abnormal": batch["abnormal"],
+            "texts": batch["texts"],
+            "logit_scale": model.logit_scale,
+        }
+        compute_losses(config.loss_weights(), inputs)["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if m >= warm:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_train_bench(
+    repeats: int = 3, steps: int = 30, warmup: int = 5, out: str | Path | None = None
+) -> dict[str, Any]:
+    """All figures of ``cagcl-mini bench train`` (see the module docstring)."""
+    scratch = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="cagcl-bench-train-"))
+    base = preset("cpu-quick", progress=False, checkpoint_every=0)
+    runs = [
+        throughput(base.replace(out_dir=str(scratch / f"throughput{r}")), steps, warmup)
+        for r in range(max(1, repeats))
+    ]
+    # frozen encoder, no augmentation (fvlm): the pooled-output cache vs re-encoding
+    frozen = base.replace(
+        loss_preset="fvlm", model={**base.model, "text_train_layers": 0}, out_dir=str(scratch / "f")
+    )
+    timed = 7
+    frozen_on = statistics.median(step_times(frozen, True, timed))
+    frozen_off = statistics.median(step_times(frozen, False, timed))
+    partial = base.replace(loss_preset="fvlm", out_dir=str(scratch / "p"))
+    prefix_on = statistics.median(step_times(partial, True, timed))
+    prefix_off = statistics.median(step_times(partial, False, timed))
+    return {
+        "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
+        "volumes_per_s_runs": [round(r["volumes_per_s"], 3) for r in runs],
+        "step_seconds": statistics.median(r["step_seconds"] for r in runs),
+        "steps": steps,
+        "warmup_steps": warmup,
+        "batch_size": base.batch_size,
+        "image_size": base.image_size,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "text_cache_speedup": frozen_off / frozen_on,
+        "frozen_step_seconds": {"cached": frozen_on, "re_encoding": frozen_off},
+        "prefix_cache_speedup": prefix_off / prefix_on,
+        "partial_step_seconds": {"prefix_cached": prefix_on, "full_encoder": prefix_off},
+    }
