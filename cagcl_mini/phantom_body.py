@@ -178,6 +178,9 @@ class Canvas:
             np.copyto(self.hu[sl], np.asarray(hu, dtype=np.float32), where=mask)
         if label is not None:
             np.copyto(self.lab[sl], np.asarray(label, dtype=np.uint8), where=mask)
+            # Later organs (heart, mediastinum) overwrite lung voxels: forget cached lung points.
+            for key in [k for k in self.geo if k.startswith("lung_points_")]:
+                del self.geo[key]
 
     def points_where(self, mask: np.ndarray, stride: int = 1) -> np.ndarray:
         """(k, 3) patient coordinates of the voxels of a full-volume mask.

@@ -438,3 +438,18 @@ def test_invalid_arguments_name_the_argument(tmp_path, kwargs, field):
     with pytest.raises(ValueError, match=field):
         make_dataset(tmp_path / "x", **{"n_train": 1, "n_valid": 1, "size": 32, **kwargs})
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_planned_lung_nodule_is_always_drawn_inside_the_lung(seed):
+    """Regression: nodule centres came from lung points cached before the heart was painted."""
+    from cagcl_mini.anatomy import ANATOMIES
+    from cagcl_mini.phantom import render_volume
+
+    lung_ids = list(ANATOMIES[0].totalseg_ids)
+    without = render_volume(seed, 64, [])
+    with_nodule = render_volume(seed, 64, ["Lung nodule"])
+    diff = np.abs(with_nodule.hu - without.hu)
+    assert (diff > 0).sum() > 0, "the nodule changed no voxel"
+    core = diff > 0.5 * diff.max()  # the blur spreads a faint halo past the lung edge
+    assert np.isin(with_nodule.labels[core], lung_ids).mean() > 0.95
