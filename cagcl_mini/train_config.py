@@ -6,7 +6,7 @@ bookkeeping) as plain values, so it round-trips through YAML and through a check
 
 - ``cpu-quick`` (the defaults, the tutorial's budget): the 64^3 phantom volumes seen at 48^3,
   the tiny CNN, the bundled MiniLM with its last layer trainable (mean pooling; the frozen five
-  below it are cached per string, see :mod:`cagcl_mini.text_cache`), batch 16, 150 steps; about
+  below it are cached per string, see :mod:`cagcl_mini.text_cache`), batch 16, 120 steps; about
   a minute on 2 CPU cores. The text encoder is most of a step's cost: each trainable MiniLM layer
   adds about as much as the whole image side, and augmented (cagcl) texts miss the cache more.
 - ``gpu-full``: 96^3 volumes, a ResNet-18 trunk, batch 32, 3000 steps, bf16 autocast.
@@ -78,16 +78,16 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16  # global batch per micro-step (split across processes under torchrun)
     grad_accum: int = 1  # micro-batches per optimiser step
-    steps: int = 150  # optimiser steps
+    steps: int = 120  # optimiser steps
     lr: float = 2e-3
     text_lr: float = 1e-4  # for the transformer layers of the text encoder
     weight_decay: float = 0.01
-    warmup_steps: int = 15
+    warmup_steps: int = 12
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     clip_grad: float | None = 1.0  # max global gradient norm; None = no clipping
     seed: int = 0
     # bookkeeping
-    checkpoint_every: int = 50  # optimiser steps between checkpoints (0 = only the final one)
+    checkpoint_every: int = 40  # optimiser steps between checkpoints (0 = only the final one)
     keep_checkpoints: int = 2  # periodic checkpoints kept (oldest deleted)
     log_every: int = 1
     log_format: str = "jsonl"  # "jsonl" | "csv"

@@ -19,6 +19,8 @@ TINY_MODEL = {
     "max_length": 32,
 }
 
+FROZEN_MODEL = {**TINY_MODEL, "text_train_layers": 0}  # cheaper: the pooled text cache applies
+
 
 def make_tiny_data(root: Path, n_train: int = 8) -> Path:
     """A real phantom dataset (NIfTI + CSVs) of ``n_train`` 32^3 volumes."""

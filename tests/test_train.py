@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers_train import make_tiny_data, tiny_config, train_command, train_env
+from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config, train_command, train_env
 
 from cagcl_mini import checkpoint as ckpt
 from cagcl_mini import train as train_mod
 from cagcl_mini.distributed import DistInfo
 from cagcl_mini.text_cache import attach_prefix_cache
 from cagcl_mini.text_encoder import TextEncoder
-from cagcl_mini.train import ensure_trained, fit, load_model, lr_factor, main
+from cagcl_mini.train import ensure_trained, fit, load_model, lr_factor, main, training_log
 from cagcl_mini.train_config import PRESETS, TrainConfig, preset, resolve_config
 from cagcl_mini.train_data import GlobalBatchSampler, augment_texts
 from cagcl_mini.train_log import read_log
@@ -207,7 +207,7 @@ def test_fit_logs_checkpoints_and_loads(tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path / "run", log_format="csv", keep_checkpoints=1)
     result = fit(config)
     rows = read_log(result.log)
-    assert result.log.name == "log.csv"
+    assert result.log.name == "log.csv" and training_log(result.checkpoint) == rows
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) and r["local"] > 0 and r["global"] > 0 for r in rows)
     assert rows[0]["lr"] == pytest.approx(config.lr)  # warmup 1: full lr at the first step
@@ -243,7 +243,7 @@ def test_non_finite_loss_names_step_and_term(tiny_data, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(train_mod, "compute_losses", poisoned)
-    config = tiny_config(tiny_data, tmp_path / "nan", checkpoint_every=0)
+    config = tiny_config(tiny_data, tmp_path / "nan", checkpoint_every=0, model=FROZEN_MODEL)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 2: term 'global' = nan"):
         fit(config)
     assert [r["step"] for r in read_log(tmp_path / "nan" / "log.jsonl")] == [1]
@@ -255,7 +255,9 @@ def test_gradient_accumulation_steps_every_n_micro_batches(tiny_data, tmp_path, 
     monkeypatch.setattr(
         train_mod, "collate", lambda items: micro.append(len(items)) or real_collate(items)
     )
-    config = tiny_config(tiny_data, tmp_path / "acc", grad_accum=2, steps=3, checkpoint_every=1)
+    config = tiny_config(
+        tiny_data, tmp_path / "acc", grad_accum=2, steps=3, checkpoint_every=1, model=FROZEN_MODEL
+    )
     result = fit(config, progress=False)
     assert micro == [4] * 6  # 3 optimiser steps x 2 micro-batches of 4
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(result.out_dir))
@@ -266,7 +268,7 @@ def test_gradient_accumulation_steps_every_n_micro_batches(tiny_data, tmp_path, 
 
 
 def test_ensure_trained_reuses_a_matching_checkpoint(tiny_data, tmp_path, monkeypatch):
-    config = tiny_config(tiny_data, None, steps=2, checkpoint_every=0)
+    config = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
     first = ensure_trained(config)
     assert first.name == "final.pt" and config.run_name() in str(first)
     monkeypatch.setattr(train_mod, "fit", lambda *a, **k: pytest.fail("trained again"))
@@ -276,7 +278,7 @@ def test_ensure_trained_reuses_a_matching_checkpoint(tiny_data, tmp_path, monkey
 
 
 def test_resume_refuses_another_config(tiny_data, tmp_path):
-    config = tiny_config(tiny_data, tmp_path / "r", steps=3, checkpoint_every=1)
+    config = tiny_config(tiny_data, tmp_path / "r", steps=3, checkpoint_every=1, model=FROZEN_MODEL)
     fit(config)
     (tmp_path / "r" / "final.pt").unlink()
     with pytest.raises(ValueError, match="another config.*'lr'"):
@@ -284,7 +286,8 @@ def test_resume_refuses_another_config(tiny_data, tmp_path):
 
 
 def test_main_trains_from_a_yaml_with_overrides(tiny_data, tmp_path, capsys):
-    yaml_path = tiny_config(tiny_data, tmp_path / "cli").save_yaml(tmp_path / "tiny.yaml")
+    config = tiny_config(tiny_data, tmp_path / "cli", model=FROZEN_MODEL)
+    yaml_path = config.save_yaml(tmp_path / "tiny.yaml")
     code = main(["--config", str(yaml_path), "--steps", "2", "--set", "loss_preset=fvlm"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
