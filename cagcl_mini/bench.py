@@ -61,7 +61,9 @@ def bench_train(args) -> dict:
 
 def bench_claims(args) -> dict:
     """The CA-GCL claims, fvlm vs cagcl, means over seeds."""
-    raise NotImplementedError("bench claims is not written yet")
+    from cagcl_mini.claims import benchmark
+
+    return benchmark(seeds=args.seeds, out=args.out)
 
 
 BENCHMARKS: dict[str, Callable[[Any], dict]] = {

@@ -11,6 +11,8 @@ still acts in the trainable layers. (Without the cache the frozen layers would a
 training mode: injected noise, no learning.) The trainable top layers see the same attention mask
 the full model builds (``transformers.masking_utils.create_bidirectional_mask``), padded positions
 are zeros that no real token attends to, so outputs equal the uncached encoder's (checked in tests).
+With CLS pooling only position 0 of the last layer is ever read, so that layer runs for the CLS
+query alone (:func:`cls_only_layer`).
 
 ``attach_prefix_cache(text_encoder)`` routes the encoder's ``encode_uncached`` through the cache;
 it applies to BERT-style models (``.embeddings`` + ``.encoder.layer``) while 0 < n < L layers
@@ -117,10 +119,53 @@ class PrefixCache:
         attention = (
             torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]
         ).long()
-        mask = _attention_mask(model, hidden, attention)
-        for layer in model.encoder.layer[split:]:
+        top = list(model.encoder.layer[split:])
+        last_cls = self.encoder.pooling == "cls" and _bert_layer(top[-1])
+        if last_cls:  # CLS pooling reads one position of the last layer: compute only that one
+            top = top[:-1]
+        mask = _attention_mask(model, hidden, attention) if top else None
+        for layer in top:
             hidden = _layer_out(layer(hidden, mask))
+        if last_cls:
+            hidden = cls_only_layer(model.encoder.layer[-1], hidden, attention)
         return self.encoder.pool(hidden, attention).float()
+
+
+def _bert_layer(layer: nn.Module) -> bool:
+    """Whether ``layer`` has the BERT block layout :func:`cls_only_layer` relies on."""
+    attn = getattr(layer, "attention", None)
+    self_attn = getattr(attn, "self", None)
+    needed = [(self_attn, n) for n in ("query", "key", "value", "num_attention_heads")]
+    needed += [(attn, "output"), (layer, "intermediate"), (layer, "output")]
+    return all(hasattr(obj, name) for obj, name in needed)
+
+
+def cls_only_layer(layer: nn.Module, hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """A BERT layer's output at position 0 only, as (N, 1, hidden).
+
+    The CLS query attends to every real token (keys and values of all positions), then the
+    attention output projection, the feed-forward block and both LayerNorms run on one position
+    instead of L: about 4x less work for the layer that CLS pooling reads. Equals the full layer's
+    position 0 up to float rounding; dropout acts as in the full layer in training mode.
+    """
+    sa = layer.attention.self
+    n, length, _ = hidden.shape
+    heads, size = sa.num_attention_heads, sa.attention_head_size
+    q = sa.query(hidden[:, :1]).view(n, 1, heads, size).transpose(1, 2)
+    k = sa.key(hidden).view(n, length, heads, size).transpose(1, 2)
+    v = sa.value(hidden).view(n, length, heads, size).transpose(1, 2)
+    keep = attention[:, None, None, :].bool()
+    ctx = torch.nn.functional.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=keep,
+        dropout_p=sa.dropout.p if sa.training else 0.0,
+        scale=getattr(sa, "scaling", size**-0.5),
+    )
+    ctx = ctx.transpose(1, 2).reshape(n, 1, heads * size)
+    att = layer.attention.output(ctx, hidden[:, :1])
+    return layer.output(layer.intermediate(att), att)
 
 
 def _layer_out(out: torch.Tensor | tuple) -> torch.Tensor:

@@ -102,15 +102,24 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler) -> in
 
 # ----------------------------------------------------------------------------- the loop
 def fit(
-    config: TrainConfig | str | Path, *, resume: bool = False, progress: bool | None = None
+    config: TrainConfig | str | Path,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train one config (preset name, YAML path or ``TrainConfig``); see the module docstring.
 
     ``resume=True`` continues from the newest checkpoint in the run folder (or returns at once
     when ``final.pt`` of the same config exists). Without it, old checkpoints there are removed.
-    Under torchrun (RANK/WORLD_SIZE set) this is data-parallel over the processes.
+    ``stop_after=n`` (< ``config.steps``) stops after optimiser step n as an interrupted run
+    would, leaving a resumable checkpoint of step n (the schedule stays that of ``steps``);
+    the result's ``checkpoint`` is that file. Under torchrun (RANK/WORLD_SIZE set) this is
+    data-parallel over the processes.
     """
     config = resolve_config(config)
+    if stop_after is not None and int(stop_after) < 1:
+        raise ValueError(f"stop_after must be >= 1 optimiser step, got {stop_after}")
     device = pick_device(config.device)
     info = dist_utils.init_distributed(device.type)
     if info.enabled and device.type == "cuda":
@@ -127,18 +136,19 @@ def fit(
             if TrainConfig.from_dict(state["config"]).fingerprint() == config.fingerprint():
                 log = MetricsLogger.path_for(out_dir, config.log_format)
                 return TrainResult(final, log, out_dir, state.get("metrics", {}), config.steps)
-        return _fit(config, device, info, out_dir, resume, show)
+        return _fit(config, device, info, out_dir, resume, show, stop_after)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         if info.enabled:
             dist_utils.shutdown_distributed()
 
 
-def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
+def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainResult:
     weights = config.loss_weights()
     needs_prompts = "anatomy" in weights
     dictionary = DiagnosisDictionary.build() if "diagnosis" in weights else None
     accum, steps = config.grad_accum, config.steps
+    stop = steps if stop_after is None else min(steps, int(stop_after))
 
     dataset = training_dataset(config, info)
     model = build_model(config).to(device).train()
@@ -225,7 +235,7 @@ def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
     metrics: dict[str, Any] = {}
     bar = tqdm(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")
     t_start = time.perf_counter()
-    for s in range(start, steps):
+    for s in range(start, stop):
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         for a in range(accum):
@@ -261,7 +271,8 @@ def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
             logger.write(metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if config.checkpoint_every and (s + 1) % config.checkpoint_every == 0 and s + 1 < steps:
+        periodic = config.checkpoint_every and (s + 1) % config.checkpoint_every == 0
+        if (periodic or s + 1 == stop) and s + 1 < steps:
             if info.is_main:
                 _save_periodic(
                     out_dir, config, model, optimizer, scheduler, sampler, s + 1, metrics
@@ -269,6 +280,11 @@ def _fit(config, device, info, out_dir, resume, show) -> TrainResult:
             dist_utils.barrier(info)
     bar.close()
     logger.close()
+    if stop < steps:  # stopped early on purpose: the step checkpoint is the result
+        done = max(stop, start)
+        return TrainResult(
+            ckpt.step_path(out_dir, done), logger.path, out_dir, metrics, done, resumed_from
+        )
     final = ckpt.final_path(out_dir)
     if info.is_main:
         ckpt.save_checkpoint(

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = {
     "vision": "tiny",
     "embed_dim": 32,
-    "text_pooling": "mean",
+    "text_pooling": "cls",
     "text_train_layers": 1,
     "max_length": 32,
 }
