@@ -266,6 +266,7 @@ def slice_viewer(
 # Defined in viz_eval.py (one concept per module); re-exported so notebooks use ``viz.plot_...``.
 # viz_eval imports this module only inside its functions, so there is no import cycle.
 from cagcl_mini.viz_eval import (  # noqa: E402, F401
+    loss_terms,
     plot_auc_per_abnormality,
     plot_cosine_histograms,
     plot_embedding_map,
