@@ -487,9 +487,7 @@ def totalseg_to_anatomy(label_map: np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(label_map)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(
-            f"TotalSegmentator ids must lie in 0..255, got {arr.min()}..{arr.max()}"
-        )
+        raise ValueError(f"TotalSegmentator ids must lie in 0..255, got {arr.min()}..{arr.max()}")
     return TOTALSEG_TO_ANATOMY[arr.astype(np.int64)]
 
 

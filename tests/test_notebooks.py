@@ -9,7 +9,12 @@ import nbformat
 import pytest
 
 from cagcl_mini import cli
-from cagcl_mini.notebooks import list_notebooks, notebook_parameters, parse_parameters, run_notebooks
+from cagcl_mini.notebooks import (
+    list_notebooks,
+    notebook_parameters,
+    parse_parameters,
+    run_notebooks,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -26,7 +31,11 @@ EXPECTED = [
 
 def _write_notebook(path: Path, sources: list[str], params: str = "x = 1") -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
