@@ -60,7 +60,11 @@ def bench_train(args) -> dict:
 
 
 def bench_claims(args) -> dict:
-    """The CA-GCL claims, fvlm vs cagcl, means over seeds."""
+    """The CA-GCL claims, fvlm vs cagcl, means over seeds (``cagcl_mini.claims``).
+
+    Trains ``cpu-quick`` with each loss preset for ``--seeds`` seeds in a fresh folder (or reuses
+    the runs in ``--out``) and evaluates each on the validation split.
+    """
     from cagcl_mini.claims import benchmark
 
     return benchmark(seeds=args.seeds, out=args.out)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from cagcl_mini.data import CTReportDataset
@@ -87,7 +88,9 @@ def claim_metrics(model: Any, valid: Any) -> dict[str, Any]:
         "family_auc": dict(robustness["macro_auc"]),
         "macro_auc": detection.macro["auc"],
         "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
-        "per_abnormality_auc": {n: float(a) for n, a in detection.table["auc"].items()},
+        "per_abnormality_auc": {
+            n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()
+        },
     }
 
 
