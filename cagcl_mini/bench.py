@@ -63,11 +63,20 @@ def bench_claims(args) -> dict:
     """The CA-GCL claims, fvlm vs cagcl, means over seeds (``cagcl_mini.claims``).
 
     Trains ``cpu-quick`` with each loss preset for ``--seeds`` seeds in a fresh folder (or reuses
-    the runs in ``--out``) and evaluates each on the validation split.
+    the runs in ``--out``) and evaluates each on the validation split. ``--steps`` changes the
+    training budget (default: the preset's).
     """
     from cagcl_mini.claims import benchmark
 
-    return benchmark(seeds=args.seeds, out=args.out)
+    return benchmark(seeds=args.seeds, out=args.out, steps=getattr(args, "steps", None))
+
+
+def bench_probe(args) -> dict:
+    """Zero-shot AUC next to a linear probe of the frozen embeddings and a supervised image tower
+    (``cagcl_mini.probe``): where the detection ceiling of the tutorial budget lies."""
+    from cagcl_mini.probe import benchmark
+
+    return benchmark(steps=getattr(args, "steps", None))
 
 
 BENCHMARKS: dict[str, Callable[[Any], dict]] = {
@@ -76,6 +85,7 @@ BENCHMARKS: dict[str, Callable[[Any], dict]] = {
     "pooling": bench_pooling,
     "train": bench_train,
     "claims": bench_claims,
+    "probe": bench_probe,
 }
 
 

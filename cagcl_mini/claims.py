@@ -201,10 +201,25 @@ def compare_presets(
     return result
 
 
-def benchmark(seeds: int = 3, out: str | Path | None = None, base: str = "cpu-quick") -> dict:
+def with_steps(config: TrainConfig, steps: int | None) -> TrainConfig:
+    """``config`` with ``steps`` optimiser steps and its warmup scaled alike (None: unchanged)."""
+    if steps is None or int(steps) == config.steps:
+        return config
+    warmup = max(1, round(config.warmup_steps * int(steps) / config.steps))
+    return config.replace(steps=int(steps), warmup_steps=warmup)
+
+
+def benchmark(
+    seeds: int = 3,
+    out: str | Path | None = None,
+    base: str | TrainConfig = "cpu-quick",
+    steps: int | None = None,
+) -> dict:
     """``cagcl-mini bench claims``: :func:`compare_presets` in a fresh folder (so every run is
-    trained and timed) unless ``out`` names one to reuse; adds the config and the wall time."""
+    trained and timed) unless ``out`` names one to reuse; adds the config and the wall time.
+    ``steps`` replaces the budget of ``base`` (warmup scaled with it)."""
     t0 = time.perf_counter()
+    base = with_steps(resolve_config(base), steps)
     with tempfile.TemporaryDirectory(prefix="cagcl-claims-") as tmp:
         result = compare_presets(seeds, base=base, out=out if out is not None else tmp)
     result["config"] = {

@@ -87,10 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("bench", help="measure the figures of the README")
-    p.add_argument("name", choices=["data", "reports", "pooling", "train", "claims"])
+    p.add_argument("name", choices=["data", "reports", "pooling", "train", "claims", "probe"])
     p.add_argument("--json", action="store_true", help="print one JSON object last")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seeds", type=int, default=3, help="seeds for `bench claims`")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="`bench claims` / `bench probe`: training steps (default: the preset's)",
+    )
     p.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temp dir)")
     p.set_defaults(func=_bench)
     return parser

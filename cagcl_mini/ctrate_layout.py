@@ -19,7 +19,9 @@ file name (the ``VolumeName``) has a row in all three CSVs is indexed, so any re
   (the anatomy map is what the whole tutorial pools over; silently training without it would be
   worse than stopping);
 * a missing CSV: :class:`FileNotFoundError` naming the expected path;
-* label columns missing from the labels CSV: zeros, with one warning naming the file and columns;
+* CT-RATE label columns missing from the labels CSV: zeros, with one warning naming the file and
+  columns; the four phantom-only extras (``EXTRA_LABELS``) are quietly zero on real data, which
+  never has them (evaluation skips a label with no positives);
 * malformed metadata or label values: :class:`DataError` naming the file, row and field.
 """
 
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cagcl_mini.anatomy import ALL_LABELS
+from cagcl_mini.anatomy import ALL_LABELS, CT_RATE_LABELS
 
 SPLITS: tuple[str, ...] = ("train", "valid")
 REPORTS_CSV = {
@@ -246,7 +248,7 @@ def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
     volumes = find_volumes(dataset_dir, split)
 
     label_cols = [c for c in ALL_LABELS if c in labels.columns]
-    missing_cols = [c for c in ALL_LABELS if c not in labels.columns]
+    missing_cols = [c for c in CT_RATE_LABELS if c not in labels.columns]
     if missing_cols:
         warnings.warn(
             f"{csv_paths['labels']} lacks label column(s) {missing_cols}; they are set to 0",

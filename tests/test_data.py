@@ -246,17 +246,30 @@ def test_split_is_checked(tmp_path):
         CTReportDataset(tmp_path, split="test")
 
 
-def test_missing_label_columns_become_zero_with_warning(tmp_path):
+def test_ct_rate_labels_csv_loads_quietly_with_extras_zero(tmp_path):
     ct, seg = phantom()
     vol = FixtureVolume(ct=ct, seg=seg, labels={"Emphysema": 1})
     root = write_layout(tmp_path, [vol], label_columns=CT_RATE_LABELS)  # CT-RATE: no extras
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayoutWarning)
+        ds = CTReportDataset(root, size=8)
+    labels = ds[0]["labels"]
+    assert labels[ALL_LABELS.index("Emphysema")] == 1 and labels.sum() == 1
+    assert all(labels[ALL_LABELS.index(x)] == 0 for x in EXTRA_LABELS)
+
+
+def test_missing_ct_rate_label_columns_become_zero_with_warning(tmp_path):
+    ct, seg = phantom()
+    vol = FixtureVolume(ct=ct, seg=seg, labels={"Emphysema": 1})
+    kept = [c for c in CT_RATE_LABELS if c != "Lung nodule"]
+    root = write_layout(tmp_path, [vol], label_columns=kept)
     path = str(tmp_path / "dataset" / LABELS_CSV["train"])
-    with pytest.warns(LayoutWarning, match="Hepatic steatosis") as record:
+    with pytest.warns(LayoutWarning, match="Lung nodule") as record:
         ds = CTReportDataset(root, size=8)
     assert any(path in str(w.message) for w in record)
     labels = ds[0]["labels"]
     assert labels[ALL_LABELS.index("Emphysema")] == 1 and labels.sum() == 1
-    assert all(labels[ALL_LABELS.index(x)] == 0 for x in EXTRA_LABELS)
+    assert labels[ALL_LABELS.index("Lung nodule")] == 0
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -1,0 +1,218 @@
+"""Supervised probes: how much of the labels can the image side see at all?
+
+Zero-shot detection can only be as good as the visual anatomy embeddings. Two probes bound it from
+above, on the same data and split as the claims:
+
+- :func:`linear_probe`: a logistic regression (scikit-learn) per abnormality on the *frozen*
+  embeddings ``v(i, k)`` of its anatomy, fitted on the training split, scored by AUC on the
+  validation split. It asks whether a pretrained image tower already separates the findings, even
+  if the text side does not point at them.
+- :func:`supervised_probe`: the config's image tower (vision encoder + mask pooling, from scratch)
+  trained end to end with binary cross-entropy on the labels, one logit per abnormality from its
+  anatomy's pooled features, for ``steps`` steps. The ceiling of this encoder, resolution and
+  budget when the labels are given: a zero-shot AUC above it would be surprising.
+
+Both return ``{"macro_auc", "auc": {label: AUC}, ...}`` over the labels with both classes in the
+validation split (the same rule as zero-shot detection). ``cagcl-mini bench probe`` runs them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+from tqdm.auto import tqdm
+
+from cagcl_mini.anatomy import ABNORMALITY_BY_NAME, ALL_LABELS, ANATOMY_NAMES
+from cagcl_mini.embed import EmbeddedSplit
+from cagcl_mini.metrics import auc, both_classes
+from cagcl_mini.pooling import mean_mask_pool
+from cagcl_mini.train_config import TrainConfig, resolve_config
+from cagcl_mini.vision_encoder import build_vision_encoder
+
+LABEL_ANATOMY: np.ndarray = np.array(
+    [ANATOMY_NAMES.index(ABNORMALITY_BY_NAME[name].anatomy) for name in ALL_LABELS]
+)  # (A,) anatomy index 0..K-1 of each label
+
+
+def _summary(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Per-label AUC of ``scores`` (N,A) against ``labels`` (N,A); macro over the scorable ones."""
+    per_label = {
+        name: auc(scores[:, a], labels[:, a])
+        for a, name in enumerate(ALL_LABELS)
+        if both_classes(labels[:, a])
+    }
+    values = [v for v in per_label.values() if not math.isnan(v)]
+    return {
+        "macro_auc": float(np.mean(values)) if values else math.nan,
+        "n_labels": len(values),
+        "auc": per_label,
+    }
+
+
+def linear_probe(train: EmbeddedSplit, valid: EmbeddedSplit, c: float = 1.0) -> dict[str, Any]:
+    """Logistic regression per label on the frozen ``v`` of its anatomy (train -> valid AUC).
+
+    A label with one class in the training split scores 0.5 on every validation volume.
+    """
+    x_train, x_valid = train.v.numpy(), valid.v.numpy()
+    y_train, y_valid = train.labels.numpy() > 0.5, valid.labels.numpy() > 0.5
+    scores = np.full(y_valid.shape, 0.5)
+    for a, k in enumerate(LABEL_ANATOMY):
+        if not (both_classes(y_train[:, a]) and both_classes(y_valid[:, a])):
+            continue
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+        clf.fit(x_train[:, k], y_train[:, a])
+        scores[:, a] = clf.decision_function(x_valid[:, k])
+    return _summary(scores, y_valid) | {"kind": "linear", "c": c}
+
+
+class SupervisedProbe(nn.Module):
+    """Vision encoder + mean mask pooling + one logit per label from its anatomy's features."""
+
+    def __init__(self, vision: str = "tiny", num_anatomies: int = len(ANATOMY_NAMES), **kwargs):
+        super().__init__()
+        self.vision = build_vision_encoder(vision, **kwargs)
+        self.num_anatomies = num_anatomies
+        channels = int(self.vision.out_channels)
+        self.weight = nn.Parameter(torch.zeros(len(ALL_LABELS), channels))
+        self.bias = nn.Parameter(torch.zeros(len(ALL_LABELS)))
+        self.register_buffer("label_anatomy", torch.as_tensor(LABEL_ANATOMY), persistent=False)
+
+    def forward(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
+        """(B,A) logits from an image batch (B,1,H,W,D) and its anatomy map (B,H,W,D)."""
+        pooled, _ = mean_mask_pool(self.vision(image), anatomy, self.num_anatomies)
+        per_label = pooled[:, self.label_anatomy]  # (B,A,C): each label sees its anatomy
+        return (per_label * self.weight).sum(-1) + self.bias
+
+
+def _arrays(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    image, anatomy = (
+        x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+        for x in (batch["image"], batch["anatomy"])
+    )
+    return image.float(), anatomy.long(), torch.as_tensor(batch["labels"]).float()
+
+
+def supervised_probe(
+    config: TrainConfig | str = "cpu-quick",
+    steps: int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the config's image tower on the labels (BCE) and report validation AUC per label.
+
+    Uses the config's data, image size, vision encoder, batch size, learning rate, warmup and
+    cosine schedule; ``steps`` defaults to the config's (the tutorial budget).
+    """
+    from cagcl_mini.claims import run_dataset
+    from cagcl_mini.data import collate
+    from cagcl_mini.train_setup import lr_factor
+
+    config = resolve_config(config)
+    steps = int(steps or config.steps)
+    seed = config.seed if seed is None else int(seed)
+    train_set, valid_set = run_dataset(config, "train"), run_dataset(config, "valid")
+    model_cfg = config.model_config()
+    torch.manual_seed(seed)
+    probe = SupervisedProbe(model_cfg.vision, model_cfg.num_anatomies, **model_cfg.vision_kwargs)
+    optimizer = torch.optim.AdamW(
+        probe.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    start, step, losses = time.perf_counter(), 0, []
+    bar = tqdm(total=steps, desc="supervised probe", disable=not progress, leave=False)
+    probe.train()
+    while step < steps:
+        for batch in loader:
+            image, anatomy, labels = _arrays(batch)
+            factor = lr_factor(step, config.warmup_steps, steps, config.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * factor
+            loss = F.binary_cross_entropy_with_logits(probe(image, anatomy), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad:
+                nn.utils.clip_grad_norm_(probe.parameters(), config.clip_grad)
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update()
+            if step == steps:
+                break
+    bar.close()
+    train_seconds = time.perf_counter() - start
+
+    probe.eval()
+    scores, labels = [], []
+    eval_loader = torch.utils.data.DataLoader(valid_set, batch_size=16, collate_fn=collate)
+    with torch.no_grad():
+        for batch in eval_loader:
+            image, anatomy, y = _arrays(batch)
+            scores.append(probe(image, anatomy))
+            labels.append(y)
+    result = _summary(torch.cat(scores).numpy(), torch.cat(labels).numpy() > 0.5)
+    return result | {
+        "kind": "supervised",
+        "steps": steps,
+        "seed": seed,
+        "image_size": config.image_size,
+        "vision": model_cfg.vision,
+        "first_loss": float(np.mean(losses[:10])),
+        "last_loss": float(np.mean(losses[-10:])),
+        "train_seconds": train_seconds,
+    }
+
+
+def benchmark(
+    config: TrainConfig | str = "cpu-quick",
+    presets: tuple[str, ...] = ("fvlm", "cagcl"),
+    steps: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``cagcl-mini bench probe``: zero-shot AUC next to its supervised bounds, one seed.
+
+    For the untrained model and each loss preset (trained with the config's budget, reused from
+    the cache when present): zero-shot macro AUC and the linear-probe macro AUC of its frozen
+    embeddings; then the end-to-end supervised probe with the same budget. ``steps`` replaces the
+    config's steps (and scales its warmup) for all of them.
+    """
+    from cagcl_mini import evaluate
+    from cagcl_mini.claims import run_dataset, untrained_model, with_steps
+    from cagcl_mini.train import ensure_trained, load_model
+
+    config = with_steps(resolve_config(config).replace(seed=seed), steps)
+    train_set, valid_set = run_dataset(config, "train"), run_dataset(config, "valid")
+    models = {"untrained": untrained_model(config, seed)}
+    models |= {p: load_model(ensure_trained(config, loss_preset=p))[0] for p in presets}
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        train_split = evaluate.embed_dataset(model, train_set)
+        valid_split = evaluate.embed_dataset(model, valid_set)
+        zero_shot = evaluate.zero_shot_detection(model, valid_split)
+        rows[name] = {
+            "zero_shot_macro_auc": float(zero_shot.macro["auc"]),
+            "linear_probe": linear_probe(train_split, valid_split),
+        }
+    supervised = supervised_probe(config, seed=seed)
+    return {
+        "models": rows,
+        "supervised": supervised,
+        "config": config.name,
+        "image_size": config.image_size,
+        "steps": config.steps,
+        "seed": seed,
+    }
