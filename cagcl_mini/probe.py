@@ -148,7 +148,7 @@ def supervised_probe(
             if config.clip_grad:
                 nn.utils.clip_grad_norm_(probe.parameters(), config.clip_grad)
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(loss.detach().item())
             step += 1
             bar.update()
             if step == steps:
