@@ -7,6 +7,10 @@ above, on the same data and split as the claims:
   embeddings ``v(i, k)`` of its anatomy, fitted on the training split, scored by AUC on the
   validation split. It asks whether a pretrained image tower already separates the findings, even
   if the text side does not point at them.
+- :func:`intensity_probe`: no network at all: five intensity statistics of each anatomy (mean,
+  std, 1st and 99th percentile of the [0, 1] image, voxel count), and per abnormality the AUC of the
+  single best one, chosen on the same volumes it is scored on (so optimistic). It shows what the
+  phantom makes visible at the config's image size.
 - :func:`supervised_probe`: the config's image tower (vision encoder + mask pooling, from scratch)
   trained end to end with binary cross-entropy on the labels, one logit per abnormality from its
   anatomy's pooled features, for ``steps`` steps. The ceiling of this encoder, resolution and
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +76,55 @@ def linear_probe(train: EmbeddedSplit, valid: EmbeddedSplit, c: float = 1.0) -> 
         clf.fit(x_train[:, k], y_train[:, a])
         scores[:, a] = clf.decision_function(x_valid[:, k])
     return _summary(scores, y_valid) | {"kind": "linear", "c": c}
+
+
+INTENSITY_STATISTICS: tuple[str, ...] = ("mean", "std", "p1", "p99", "voxels")
+
+
+def anatomy_statistics(image: np.ndarray, anatomy_map: np.ndarray, k: int) -> list[float]:
+    """:data:`INTENSITY_STATISTICS` of ``image`` inside anatomy ``k`` (1..K); zeros if absent."""
+    values = image[anatomy_map == k]
+    if values.size == 0:
+        return [0.0] * len(INTENSITY_STATISTICS)
+    p1, p99 = np.percentile(values, [1, 99])
+    return [float(values.mean()), float(values.std()), float(p1), float(p99), float(values.size)]
+
+
+def intensity_probe(datasets: Sequence[Any]) -> dict[str, Any]:
+    """Per label, the best single intensity statistic of its anatomy, scored on ``datasets``.
+
+    ``datasets`` are CT-report datasets (items with ``image``, ``anatomy``, ``labels``). The AUC
+    of a statistic is taken in its better direction (``max(auc, 1 - auc)``) and the best statistic
+    is picked on the scored volumes themselves: an optimistic, label-aware bound, not a model.
+    """
+    features, labels = [], []
+    for dataset in datasets:
+        for i in range(len(dataset)):
+            item = dataset[i]
+            image = np.asarray(item["image"])[0]
+            amap = np.asarray(item["anatomy"])
+            features.append(
+                [anatomy_statistics(image, amap, k) for k in range(1, len(ANATOMY_NAMES) + 1)]
+            )
+            labels.append(np.asarray(item["labels"]))
+    x, y = np.asarray(features), np.asarray(labels) > 0.5  # (N,K,S), (N,A)
+    best, chosen = {}, {}
+    for a, name in enumerate(ALL_LABELS):
+        if not both_classes(y[:, a]):
+            continue
+        k = LABEL_ANATOMY[a]
+        aucs = [auc(x[:, k, j], y[:, a]) for j in range(len(INTENSITY_STATISTICS))]
+        aucs = [max(v, 1.0 - v) for v in aucs]
+        j = int(np.argmax(aucs))
+        best[name], chosen[name] = aucs[j], INTENSITY_STATISTICS[j]
+    return {
+        "macro_auc": float(np.mean(list(best.values()))) if best else math.nan,
+        "n_labels": len(best),
+        "n_volumes": int(len(y)),
+        "auc": best,
+        "statistic": chosen,
+        "kind": "intensity",
+    }
 
 
 class SupervisedProbe(nn.Module):
@@ -187,8 +241,9 @@ def benchmark(
 
     For the untrained model and each loss preset (trained with the config's budget, reused from
     the cache when present): zero-shot macro AUC and the linear-probe macro AUC of its frozen
-    embeddings; then the end-to-end supervised probe with the same budget. ``steps`` replaces the
-    config's steps (and scales its warmup) for all of them.
+    embeddings; then the end-to-end supervised probe with the same budget, and the intensity
+    probe of the data. ``steps`` replaces the config's steps (and scales its warmup) for all of
+    them.
     """
     from cagcl_mini import evaluate
     from cagcl_mini.claims import run_dataset, untrained_model, with_steps
@@ -211,6 +266,7 @@ def benchmark(
     return {
         "models": rows,
         "supervised": supervised,
+        "intensity": intensity_probe([train_set, valid_set]),
         "config": config.name,
         "image_size": config.image_size,
         "steps": config.steps,

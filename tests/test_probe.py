@@ -87,3 +87,37 @@ def test_supervised_probe_learns_and_scores_the_validation_split(probe_data):
     scorable = [ALL_LABELS[a] for a in range(len(ALL_LABELS)) if 0 < valid[:, a].sum() < len(valid)]
     assert set(out["auc"]) == set(scorable) and out["n_labels"] == len(scorable) > 0
     assert all(0.0 <= a <= 1.0 for a in out["auc"].values()) and not math.isnan(out["macro_auc"])
+
+
+def _volume(lung_value: float, heart_edge: int, labels: dict[str, int]) -> dict:
+    image = np.full((1, 12, 12, 12), 0.5, dtype=np.float32)
+    amap = np.zeros((12, 12, 12), dtype=np.int64)
+    amap[:6] = ANATOMY_ID["lung"]
+    image[0, :6] = lung_value
+    amap[8 : 8 + heart_edge, :heart_edge, :heart_edge] = ANATOMY_ID["heart"]
+    y = np.zeros(len(ALL_LABELS), dtype=np.float32)
+    for name, value in labels.items():
+        y[ALL_LABELS.index(name)] = value
+    return {"image": torch.from_numpy(image), "anatomy": torch.from_numpy(amap), "labels": y}
+
+
+def test_intensity_probe_finds_the_statistic_that_shows_each_finding():
+    rng = np.random.default_rng(0)
+    volumes = []
+    for i in range(24):
+        emphysema, big_heart = i % 2, (i // 2) % 2
+        lung = 0.07 - 0.04 * emphysema + 0.005 * rng.random()
+        volumes.append(
+            _volume(
+                lung, 4 if big_heart else 3, {"Emphysema": emphysema, "Cardiomegaly": big_heart}
+            )
+        )
+    out = probe.intensity_probe([volumes[:12], volumes[12:]])
+    assert out["n_volumes"] == 24 and out["n_labels"] == 2
+    assert out["auc"] == {"Emphysema": 1.0, "Cardiomegaly": 1.0}
+    assert out["statistic"]["Emphysema"] in {"mean", "p1", "p99"}
+    assert out["statistic"]["Cardiomegaly"] == "voxels"
+    assert (
+        probe.anatomy_statistics(volumes[0]["image"].numpy()[0], volumes[0]["anatomy"].numpy(), 5)
+        == [0.0] * 5
+    )
