@@ -9,7 +9,7 @@ C = 128, on all cores:
 
 Pooling is timed from weights prepared once at feature resolution (``prepare_weights``), as a
 training step reuses them; preparing them (``masks_count_ms``, ``masks_onehot_ms`` for the
-textbook one-hot reference, ``prepare_ms`` for the CSR) is reported separately. Every figure
+textbook one-hot reference, ``prepare_ms`` for the sparse bags) is reported separately. Every figure
 exists twice: for channels-last features (``"auto"`` = the sparse path) and, suffixed
 ``_channel_first``, for ``(B,C,h,w,d)``-contiguous ones (``"auto"`` = the dense matmul).
 Times are medians in milliseconds (:func:`cagcl_mini.bench.median_time`).
@@ -94,9 +94,9 @@ def _bench_case(
         lambda: masks_to_feature_resolution(labels, shape, k, method="onehot"), 1, 0
     )
     weights = masks_to_feature_resolution(labels, shape, k)
-    result[f"{key}_prepare_ms"] = _ms(lambda: prepare_weights(weights, shape, k).sparse, 3, 1)
+    result[f"{key}_prepare_ms"] = _ms(lambda: prepare_weights(weights, shape, k).bags, 3, 1)
     mw: MaskWeights = prepare_weights(weights, shape, k)
-    result[f"{key}_nonzero_fraction"] = _sig(mw.sparse.values().numel() / mw.dense.numel())
+    result[f"{key}_nonzero_fraction"] = _sig(mw.bags[0].numel() / mw.dense.numel())
     hard = downsample_labels(labels, shape, k).reshape(batch, -1)
     masks = [[hard[b] == j for j in range(1, k + 1)] for b in range(batch)]
     for suffix, feats in layouts.items():
