@@ -121,3 +121,29 @@ def test_intensity_probe_finds_the_statistic_that_shows_each_finding():
         probe.anatomy_statistics(volumes[0]["image"].numpy()[0], volumes[0]["anatomy"].numpy(), 5)
         == [0.0] * 5
     )
+
+
+def test_benchmark_puts_zero_shot_next_to_every_probe(probe_data):
+    from helpers_train import FROZEN_MODEL
+
+    config = tiny_config(probe_data, None, steps=4, warmup_steps=2, model=FROZEN_MODEL)
+    out = probe.benchmark(config, steps=3)
+    assert out["steps"] == 3 and out["image_size"] == 32
+    assert set(out["models"]) == {"untrained", "fvlm", "cagcl"}
+    for row in out["models"].values():
+        assert 0.0 <= row["zero_shot_macro_auc"] <= 1.0
+        assert row["linear_probe"]["kind"] == "linear" and row["linear_probe"]["n_labels"] > 0
+    assert out["supervised"]["steps"] == 3 and out["intensity"]["n_volumes"] == 26
+    # the same labels are scored by every probe
+    assert set(out["supervised"]["auc"]) == set(out["models"]["cagcl"]["linear_probe"]["auc"])
+
+
+def test_with_steps_scales_the_warmup_with_the_budget():
+    from cagcl_mini.claims import with_steps
+    from cagcl_mini.train_config import preset
+
+    base = preset("cpu-quick")
+    assert with_steps(base, None) is base and with_steps(base, base.steps) is base
+    longer = with_steps(base, 4 * base.steps)
+    assert longer.steps == 4 * base.steps and longer.warmup_steps == 4 * base.warmup_steps
+    assert with_steps(base, 2).warmup_steps >= 1
