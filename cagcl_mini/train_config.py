@@ -6,12 +6,13 @@ bookkeeping) as plain values, so it round-trips through YAML and through a check
 
 - ``cpu-quick`` (the defaults, the tutorial's budget): the 64^3 phantom volumes seen at 48^3,
   the tiny CNN, the bundled MiniLM with CLS pooling and its last layer trainable, batch 16,
-  120 steps; under a minute on 2 CPU cores. The text side is nearly free: the five frozen layers
+  120 steps; about 25 s on 2 idle CPU cores (0.24 s per step, ``cagcl-mini bench train``). The text side is nearly free: the five frozen layers
   are cached per string and the last layer runs for the CLS position only
   (:mod:`cagcl_mini.text_cache`); a trainable encoder with mean pooling costs about 1.5x per step,
   each further trainable layer about as much as the whole image side. With these settings the
   fvlm objective collapsed the text space in our runs (mean cross-anatomy cosine 0.93) and cagcl
-  did not (0.04); one seed and 60 validation volumes each, so measure rather than assume.
+  did not (0.04) in each of 3 seeds; with 4x the steps fvlm's collapse largely fades (0.22), so
+  measure rather than assume (``cagcl-mini bench claims``).
 - ``gpu-full``: 96^3 volumes, a ResNet-18 trunk, batch 32, 3000 steps, bf16 autocast.
 
 The nested ``model`` dict holds :class:`cagcl_mini.model.ModelConfig` overrides. Unknown keys in a
