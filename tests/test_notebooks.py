@@ -67,6 +67,11 @@ def test_each_notebook_is_stripped_and_has_a_literal_parameters_cell(name):
     assert notebook_parameters(path), "the parameters cell defines no parameter"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert any("assert " in c.source for c in code[-3:]), "a final cell of asserts is missing"
+    raw = json.loads(path.read_text(encoding="utf-8"))["cells"]  # nbformat.read would add ids
+    ids = [c.get("id") for c in raw]
+    assert None not in ids and len(set(ids)) == len(ids), (
+        "every cell needs a unique id (nbformat 4.5)"
+    )
 
 
 def test_notebooks_are_listed_in_order():
