@@ -231,6 +231,24 @@ def test_fit_logs_checkpoints_and_loads(tiny_data, tmp_path):
     assert TrainConfig.load_yaml(result.out_dir / "config.yaml") == config
 
 
+def test_gpu_full_model_trains_and_reloads_on_cpu(tiny_data, tmp_path):
+    """No GPU in CI: the gpu-full network (ResNet-18 trunk, 2 trainable MiniLM layers, its
+    optimiser settings) shrunk to 32^3 and 2 steps, so the preset is at least run end to end."""
+    gpu = preset("gpu-full")
+    config = tiny_config(
+        tiny_data, tmp_path / "gpu", model=dict(gpu.model), lr=gpu.lr, text_lr=gpu.text_lr,
+        steps=2, batch_size=2, checkpoint_every=0, num_workers=0,
+    )  # fmt: skip
+    result = fit(config)
+    rows = read_log(result.log)
+    assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
+    raw = torch.load(result.checkpoint, weights_only=True)
+    assert any(k.startswith("vision.stages.") for k in raw["model"])  # the ResNet trunk
+    assert any(k.startswith("text_encoder.model.encoder.layer.4.") for k in raw["model"])
+    model, _ = load_model(result.checkpoint)
+    assert model.encode_text(["The heart is enlarged."]).shape == (1, gpu.model["embed_dim"])
+
+
 def test_non_finite_loss_names_step_and_term(tiny_data, tmp_path, monkeypatch):
     real = train_mod.compute_losses
     calls = {"n": 0}
