@@ -130,9 +130,15 @@ def intensity_probe(datasets: Sequence[Any]) -> dict[str, Any]:
 class SupervisedProbe(nn.Module):
     """Vision encoder + mean mask pooling + one logit per label from its anatomy's features."""
 
-    def __init__(self, vision: str = "tiny", num_anatomies: int = len(ANATOMY_NAMES), **kwargs):
+    def __init__(
+        self, vision: str = "tiny", num_anatomies: int = len(ANATOMY_NAMES), **vision_kwargs: Any
+    ) -> None:
         super().__init__()
-        self.vision = build_vision_encoder(vision, **kwargs)
+        if int(LABEL_ANATOMY.max()) >= num_anatomies:
+            raise ValueError(
+                f"the labels need all {len(ANATOMY_NAMES)} anatomies, got {num_anatomies}"
+            )
+        self.vision = build_vision_encoder(vision, **vision_kwargs)
         self.num_anatomies = num_anatomies
         channels = int(self.vision.out_channels)
         self.weight = nn.Parameter(torch.zeros(len(ALL_LABELS), channels))
@@ -173,6 +179,11 @@ def supervised_probe(
     steps = int(steps or config.steps)
     seed = config.seed if seed is None else int(seed)
     train_set, valid_set = run_dataset(config, "train"), run_dataset(config, "valid")
+    if len(train_set) < config.batch_size:
+        raise ValueError(
+            f"the training split has {len(train_set)} volumes, fewer than one batch of "
+            f"{config.batch_size}: lower batch_size"
+        )
     model_cfg = config.model_config()
     torch.manual_seed(seed)
     probe = SupervisedProbe(model_cfg.vision, model_cfg.num_anatomies, **model_cfg.vision_kwargs)

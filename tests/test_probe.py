@@ -147,3 +147,9 @@ def test_with_steps_scales_the_warmup_with_the_budget():
     longer = with_steps(base, 4 * base.steps)
     assert longer.steps == 4 * base.steps and longer.warmup_steps == 4 * base.warmup_steps
     assert with_steps(base, 2).warmup_steps >= 1
+
+
+def test_supervised_probe_names_a_split_smaller_than_a_batch(probe_data):
+    config = tiny_config(probe_data, None, batch_size=64)
+    with pytest.raises(ValueError, match="16 volumes, fewer than one batch of 64"):
+        probe.supervised_probe(config, progress=False)
