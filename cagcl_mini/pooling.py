@@ -167,8 +167,7 @@ class MaskWeights:
     ``present`` ``(B,K)`` whether an anatomy has any coverage. ``normalized`` divides each row by
     its total (rows of absent anatomies stay 0), so pooling is a single matmul with no division
     and no NaN. ``bags`` is ``normalized`` as the block-diagonal ``(B*K, B*N)`` sparse matrix in
-    ``embedding_bag`` form (token indices, row offsets, weights); ``sparse`` the same as a CSR
-    tensor. All are built on first use.
+    ``embedding_bag`` form (token indices, row offsets, weights). Both are built on first use.
     """
 
     dense: Tensor
@@ -199,14 +198,6 @@ class MaskWeights:
             offsets[1:] = counts.cumsum(0)[:-1]
             self._bags = (cols + (rows // k) * n, offsets, weights)
         return self._bags
-
-    @property
-    def sparse(self) -> Tensor:
-        """The block-diagonal ``(B*K, B*N)`` matrix of :attr:`bags` as a CSR tensor."""
-        b, k, n = self.dense.shape
-        indices, offsets, weights = self.bags
-        crow = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
-        return torch.sparse_csr_tensor(crow, indices, weights, (b * k, b * n))
 
 
 def prepare_weights(

@@ -34,16 +34,16 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from tqdm.auto import tqdm
 
-from cagcl_mini.anatomy import ABNORMALITY_BY_NAME, ALL_LABELS, ANATOMY_NAMES
+from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES
 from cagcl_mini.embed import EmbeddedSplit
+from cagcl_mini.loss_targets import catalog_label_anatomy
 from cagcl_mini.metrics import auc, both_classes
+from cagcl_mini.model import _image_and_anatomy
 from cagcl_mini.pooling import mean_mask_pool
 from cagcl_mini.train_config import TrainConfig, resolve_config
 from cagcl_mini.vision_encoder import build_vision_encoder
 
-LABEL_ANATOMY: np.ndarray = np.array(
-    [ANATOMY_NAMES.index(ABNORMALITY_BY_NAME[name].anatomy) for name in ALL_LABELS]
-)  # (A,) anatomy index 0..K-1 of each label
+LABEL_ANATOMY: np.ndarray = catalog_label_anatomy().numpy()  # (A,) anatomy 0..K-1 of each label
 
 
 def _summary(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -153,11 +153,9 @@ class SupervisedProbe(nn.Module):
 
 
 def _arrays(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    image, anatomy = (
-        x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-        for x in (batch["image"], batch["anatomy"])
-    )
-    return image.float(), anatomy.long(), torch.as_tensor(batch["labels"]).float()
+    """Checked image, anatomy map (as the model reads them) and float labels of a batch."""
+    image, anatomy = _image_and_anatomy(batch, torch.device("cpu"))
+    return image, anatomy, torch.as_tensor(batch["labels"]).float()
 
 
 def supervised_probe(
@@ -190,6 +188,9 @@ def supervised_probe(
     optimizer = torch.optim.AdamW(
         probe.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, steps, config.min_lr_ratio)
+    )
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=config.batch_size,
@@ -204,15 +205,13 @@ def supervised_probe(
     while step < steps:
         for batch in loader:
             image, anatomy, labels = _arrays(batch)
-            factor = lr_factor(step, config.warmup_steps, steps, config.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * factor
             loss = F.binary_cross_entropy_with_logits(probe(image, anatomy), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad:
                 nn.utils.clip_grad_norm_(probe.parameters(), config.clip_grad)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.detach().item())
             step += 1
             bar.update()
