@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install tutorial test unit nbval lab lint format clean
+.PHONY: install tutorial test imports unit nbval lab lint format clean
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ tutorial: $(STAMP)
 	$(BIN)/cagcl-mini make-data
 	$(BIN)/cagcl-mini notebooks --out runs/tutorial
 
-test: unit nbval
+test: imports unit nbval
+
+# The layer contracts of pyproject.toml ([tool.importlinter]): no upward imports, no cycles.
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -46,7 +50,7 @@ nbval: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-lint: $(STAMP)
+lint: imports
 	$(BIN)/ruff check cagcl_mini data_download tests
 	$(BIN)/ruff format --check cagcl_mini data_download tests
 

@@ -29,6 +29,13 @@ def checkpoint_dir() -> Path:
     return home() / "checkpoints"
 
 
+def shared_data_dir() -> Path | None:
+    """The project machines' real test data (``../shared/data`` beside the checkout), if present."""
+    root = repo_root()
+    folder = root.parent / "shared" / "data" if root is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def repo_root() -> Path | None:
     """The source checkout this package was imported from, or None for an installed wheel."""
     root = Path(__file__).resolve().parent.parent

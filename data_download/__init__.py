@@ -1,4 +1,4 @@
-"""Real-data fetchers that write the CT-RATE layout ``cagcl_mini.data`` reads.
+"""Real-data fetchers that write the CT-RATE layout ``cagcl_mini.data.dataset`` reads.
 
 Sources (``python -m data_download SOURCE --help``):
 - ``totalseg-example``: the TotalSegmentator example CT + v2 label map (public, ~1 MB);

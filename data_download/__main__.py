@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 
 from cagcl_mini.paths import home
+from data_download.ct_rate import download_ct_rate
+from data_download.errors import DownloadError
+from data_download.rad_chestct import download_rad_chestct
+from data_download.totalseg_example import download_totalseg_example
+from data_download.totalseg_masks import make_totalseg_masks
 
 SOURCES = ("totalseg-example", "ct-rate", "rad-chestct", "totalseg-masks")
 
@@ -69,13 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace):
     """Dispatch to the source's function; returns its DownloadReport."""
-    from data_download import (
-        download_ct_rate,
-        download_rad_chestct,
-        download_totalseg_example,
-        make_totalseg_masks,
-    )
-
     dest = args.dest if args.dest is not None else default_dest(args.source)
     default_limit = None if args.source == "totalseg-masks" else 10
     limit = (args.limit if args.limit is not None else default_limit) or None
@@ -116,8 +114,6 @@ def run(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; print the summary to stdout and errors to stderr."""
-    from data_download.errors import DownloadError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"

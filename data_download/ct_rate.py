@@ -5,7 +5,7 @@ under ``<dest>/.download/ct-rate/``), then the first ``limit`` volumes of the sp
 order of the reports CSV's ``VolumeName`` column, and with ``include_masks`` their
 TotalSegmentator ``total`` label maps from the dataset's ``dataset/ts_seg/ts_total`` folder.
 Finally the rows of the CSVs for the volumes now on disk are written into our layout
-(``cagcl_mini.data`` reads them); the CSV contents are copied as published.
+(``cagcl_mini.data.dataset`` reads them); the CSV contents are copied as published.
 
 The hub is asked through ``huggingface_hub`` (``HfApi.get_paths_info`` for sizes and LFS sha256,
 ``list_repo_tree`` for a dry run before the CSVs are cached); the bytes come through our own
@@ -21,11 +21,14 @@ import logging
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from huggingface_hub import HfApi, constants, get_token, hf_hub_url
+from huggingface_hub import errors as hub_errors
 
-from data_download import layout
+from cagcl_mini import layout
 from data_download.errors import AccessDeniedError, DownloadError, RemoteNotFoundError
 from data_download.http import RemoteFile, download, ensure_free_space, ensure_writable
 from data_download.summary import DownloadReport
+from data_download.tables import upsert_rows
 
 log = logging.getLogger("data_download")
 
@@ -39,29 +42,24 @@ GATED_HELP = (
 )
 TABLE_KINDS = ("reports", "labels", "metadata")
 MASKS_NOTE = (
-    "cagcl_mini.data needs a TotalSegmentator map for every volume: fetch CT-RATE's with "
+    "cagcl_mini.data.dataset needs a TotalSegmentator map for every volume: fetch CT-RATE's with "
     "--include-masks, or make them with `python -m data_download totalseg-masks --dest DIR`"
 )
 _PATHS_PER_REQUEST = 100
 
 
-def split_folders(split: str) -> tuple[str, str]:
-    """Hub folder names of a split, newest first: ``valid_fixed`` then ``valid``."""
-    layout.check_split(split)
-    return f"{split}_fixed", split
-
-
 def repo_csv_path(kind: str, split: str) -> str:
     """Path of a split's CSV in the hub repository (same names as our layout)."""
-    folder, names = layout.CSV_FOLDERS[kind]
-    return f"dataset/{folder}/{names[layout.check_split(split)]}"
+    return f"{layout.DATASET_FOLDER}/{layout.csv_relpath(kind, split)}"
 
 
 def repo_candidates(name: str, *, mask: bool = False) -> list[str]:
     """Hub paths where a volume (or its ts_total mask) may live, ``_fixed`` folder first."""
     split = layout.parse_volume_name(name)[0]
-    prefix = f"dataset/{layout.MASK_FOLDER}" if mask else "dataset"
-    return [f"{prefix}/{layout.volume_relpath(name, folder)}" for folder in split_folders(split)]
+    prefix = f"dataset/{layout.SEG_DIR}" if mask else "dataset"
+    return [
+        f"{prefix}/{layout.volume_relpath(name, folder)}" for folder in layout.split_folders(split)
+    ]
 
 
 def normalise_name(name: str) -> str:
@@ -74,8 +72,6 @@ def hub_token(token: str | None = None) -> str:
     """The token to use: the argument, else ``HF_TOKEN`` or the saved login; clear error if none."""
     if token:
         return token
-    from huggingface_hub import get_token
-
     found = get_token()
     if not found:
         raise AccessDeniedError("no Hugging Face token found. " + GATED_HELP)
@@ -86,35 +82,31 @@ class _Hub:
     """The few hub calls we need, with hub errors turned into our errors (never showing the token)."""
 
     def __init__(self, repo_id: str, revision: str, token: str, endpoint: str | None) -> None:
-        from huggingface_hub import HfApi, constants
-
         self.repo_id, self.revision = repo_id, revision
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self._token = token
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
     def _call(self, what: str, fn, *args, **kwargs):
-        from huggingface_hub import errors
-
         try:
             return fn(*args, **kwargs)
-        except errors.GatedRepoError:
+        except hub_errors.GatedRepoError:
             raise AccessDeniedError(
                 f"access to {self.repo_id} refused ({what}): your account has not been granted "
                 "access yet. " + GATED_HELP
             ) from None
-        except errors.RepositoryNotFoundError:
+        except hub_errors.RepositoryNotFoundError:
             raise AccessDeniedError(
                 f"{self.repo_id} is not visible with this token ({what}): the token is invalid, "
                 "or the terms are not accepted. " + GATED_HELP
             ) from None
-        except errors.RevisionNotFoundError:
+        except hub_errors.RevisionNotFoundError:
             raise DownloadError(
                 f"revision {self.revision!r} of {self.repo_id} does not exist"
             ) from None
-        except errors.OfflineModeIsEnabled:
+        except hub_errors.OfflineModeIsEnabled:
             raise DownloadError("HF_HUB_OFFLINE is set; unset it to download CT-RATE") from None
-        except errors.HfHubHTTPError as exc:
+        except hub_errors.HfHubHTTPError as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
                 raise AccessDeniedError(
@@ -147,7 +139,7 @@ class _Hub:
     def first_volume_names(self, split: str, limit: int | None) -> list[str]:
         """The first ``limit`` volume names of a split by listing the repo tree (no CSV needed)."""
         patients: dict[str, str] = {}  # patient folder name -> repo path, `_fixed` preferred
-        for folder in split_folders(split):
+        for folder in layout.split_folders(split):
             try:
                 entries = self._tree(f"dataset/{folder}", recursive=False)
             except RemoteNotFoundError:
@@ -182,8 +174,6 @@ class _Hub:
 
     def remote_file(self, entry, dest: Path) -> RemoteFile:
         """A download job for a hub entry, verified by its size and (for LFS files) sha256."""
-        from huggingface_hub import hf_hub_url
-
         lfs = getattr(entry, "lfs", None)
         url = hf_hub_url(
             self.repo_id,
@@ -245,7 +235,7 @@ def write_tables(dest: Path, cache: Path, split: str, names: list[str]) -> list[
             raise DownloadError(f"{source} has no VolumeName column; it is not a CT-RATE table")
         frame["VolumeName"] = frame["VolumeName"].map(normalise_name)
         rows = frame[frame["VolumeName"].isin(on_disk)].drop_duplicates("VolumeName")
-        written.append(layout.upsert_rows(layout.csv_path(dest, kind, split), rows))
+        written.append(upsert_rows(layout.csv_path(dest, kind, split), rows))
     return written
 
 

@@ -38,8 +38,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from cagcl_mini import layout
 from cagcl_mini.anatomy import CT_RATE_LABELS
-from data_download import layout
+from cagcl_mini.fileio import atomic_path
 from data_download.errors import AccessDeniedError, DownloadError, RemoteNotFoundError
 from data_download.http import (
     RemoteFile,
@@ -49,6 +50,7 @@ from data_download.http import (
     get_json,
 )
 from data_download.summary import DownloadReport
+from data_download.tables import upsert_rows
 
 log = logging.getLogger("data_download")
 
@@ -161,13 +163,8 @@ def npz_to_nifti(npz: Path, out: Path, spacing: float = SPACING_MM) -> Path:
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")  # keeps the .nii.gz ending nibabel needs
-    try:
+    with atomic_path(out, suffix=".tmp.nii.gz") as tmp:  # nibabel goes by the ending
         nib.save(img, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -334,8 +331,8 @@ def _write_tables(
     ]  # fmt: skip
     ids = [{"VolumeName": n, ID_COLUMN: s, "source_file": s + ".npz"} for n, s in stems.items()]
     return [
-        layout.upsert_rows(layout.csv_path(dest, "reports", split), report_rows),
-        layout.upsert_rows(layout.csv_path(dest, "labels", split), label_rows),
-        layout.upsert_rows(layout.csv_path(dest, "metadata", split), metadata),
-        layout.upsert_rows(dest / "rad_chestct_ids.csv", ids),
+        upsert_rows(layout.csv_path(dest, "reports", split), report_rows),
+        upsert_rows(layout.csv_path(dest, "labels", split), label_rows),
+        upsert_rows(layout.csv_path(dest, "metadata", split), metadata),
+        upsert_rows(dest / "rad_chestct_ids.csv", ids),
     ]

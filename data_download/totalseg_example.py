@@ -20,11 +20,12 @@ from pathlib import Path
 
 import nibabel as nib
 
+from cagcl_mini import layout
 from cagcl_mini.anatomy import CT_RATE_LABELS
-from data_download import layout
 from data_download.errors import AccessDeniedError, ChecksumError, RemoteNotFoundError
 from data_download.http import RemoteFile, download, ensure_writable, remote_size, verify
 from data_download.summary import DownloadReport
+from data_download.tables import upsert_rows
 
 log = logging.getLogger("data_download")
 
@@ -87,9 +88,9 @@ def write_tables(dest: Path) -> list[Path]:
     }
     labels = {"VolumeName": VOLUME, **{name: 0 for name in CT_RATE_LABELS}}
     return [
-        layout.upsert_rows(layout.csv_path(dest, "reports", SPLIT), [report]),
-        layout.upsert_rows(layout.csv_path(dest, "labels", SPLIT), [labels]),
-        layout.upsert_rows(layout.csv_path(dest, "metadata", SPLIT), [metadata]),
+        upsert_rows(layout.csv_path(dest, "reports", SPLIT), [report]),
+        upsert_rows(layout.csv_path(dest, "labels", SPLIT), [labels]),
+        upsert_rows(layout.csv_path(dest, "metadata", SPLIT), [metadata]),
     ]
 
 

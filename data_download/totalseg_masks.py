@@ -10,14 +10,14 @@ result atomically to the layout's ``dataset/ts_seg/ts_total/<split>/...`` path.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from cagcl_mini import layout
 from cagcl_mini.anatomy import TOTALSEG_MAX_ID
-from data_download import layout
+from cagcl_mini.fileio import atomic_path
 from data_download.errors import DownloadError, MissingDependencyError
 from data_download.http import ensure_writable
 from data_download.summary import DownloadReport
@@ -57,14 +57,14 @@ def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
             if path.name in seen:  # the `_fixed` copy wins, as in the loader
                 continue
             seen.add(path.name)
-            mask = dataset / layout.MASK_FOLDER / path.relative_to(dataset)
+            mask = dataset / layout.SEG_DIR / path.relative_to(dataset)
             if not mask.is_file():
                 found[path.name] = (path, mask)
     return [found[name] for name in sorted(found, key=layout.natural_key)]
 
 
 def _segmenter():
-    try:
+    try:  # an optional heavy dependency (PyTorch models, downloaded weights): imported on use
         from totalsegmentator.python_api import totalsegmentator
     except ImportError:
         raise MissingDependencyError(INSTALL_HELP) from None
@@ -74,9 +74,8 @@ def _segmenter():
 def segment(ct: Path, out: Path, *, fast: bool = True, device: str = "gpu") -> Path:
     """Run TotalSegmentator on ``ct`` and write its multilabel map to ``out`` atomically."""
     run = _segmenter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    try:
+    with atomic_path(out, suffix=".tmp.nii.gz") as tmp:
+        tmp.unlink()  # TotalSegmentator writes the file itself
         try:
             result = run(ct, tmp, ml=True, fast=fast, task="total", device=device, quiet=True)
         except Exception as exc:
@@ -93,9 +92,6 @@ def segment(ct: Path, out: Path, *, fast: bool = True, device: str = "gpu") -> P
                 f"TotalSegmentator output for {ct} has ids {labels.min()}..{labels.max()}, "
                 f"expected 0..{TOTALSEG_MAX_ID} (the v2 'total' task)"
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

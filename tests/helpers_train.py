@@ -7,7 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cagcl_mini.train_config import TrainConfig, preset
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from cagcl_mini.losses.terms import global_cross_anatomy_loss, local_alignment_loss
+from cagcl_mini.phantom.build import make_dataset
+from cagcl_mini.train.config import TrainConfig, preset
+from cagcl_mini.train.distributed import DistInfo, gather_tensor, gather_with_grad
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,8 +31,6 @@ FROZEN_MODEL = {**TINY_MODEL, "text_train_layers": 0}  # cheaper: the pooled tex
 
 def make_tiny_data(root: Path, n_train: int = 8) -> Path:
     """A real phantom dataset (NIfTI + CSVs) of ``n_train`` 32^3 volumes."""
-    from cagcl_mini.phantom import make_dataset
-
     return Path(
         make_dataset(root, n_train=n_train, n_valid=2, size=32, seed=0, workers=1, progress=False)
     )
@@ -66,8 +71,8 @@ def train_env() -> dict[str, str]:
 
 
 def train_command(config_yaml: Path, *extra: str) -> list[str]:
-    """``python -m cagcl_mini.train --config FILE ...`` with this interpreter."""
-    return [sys.executable, "-m", "cagcl_mini.train", "--config", str(config_yaml), *extra]
+    """``python -m cagcl_mini train --config FILE ...`` with this interpreter."""
+    return [sys.executable, "-m", "cagcl_mini", "train", "--config", str(config_yaml), *extra]
 
 
 def run_training(
@@ -89,8 +94,6 @@ def run_training(
 # ----------------------------------------------------------------------------- DDP gradients
 def ddp_problem(seed: int = 0):
     """A small two-tower problem: global batch inputs and a model with a shared temperature."""
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(8, 3, 6, generator=gen)
     y = torch.randn(8, 3, 5, generator=gen)
@@ -106,10 +109,6 @@ def ddp_problem(seed: int = 0):
 
 
 def ddp_loss(v, t, present, abnormal, logit_scale):
-    import torch.nn.functional as F
-
-    from cagcl_mini.losses import global_cross_anatomy_loss, local_alignment_loss
-
     v, t = F.normalize(v, dim=-1), F.normalize(t, dim=-1)
     return local_alignment_loss(v, t, present, abnormal, logit_scale) + global_cross_anatomy_loss(
         v, t, present, abnormal, logit_scale
@@ -118,11 +117,6 @@ def ddp_loss(v, t, present, abnormal, logit_scale):
 
 def ddp_gradient_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """One rank: DDP model, local slice of the global batch, gather with gradient, backward."""
-    import torch
-    import torch.distributed as dist
-
-    from cagcl_mini.distributed import DistInfo, gather_tensor, gather_with_grad
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

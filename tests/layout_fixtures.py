@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cagcl_mini.anatomy import ALL_LABELS
-from cagcl_mini.ctrate_layout import LABELS_CSV, METADATA_CSV, REPORTS_CSV, SEG_DIR
+from cagcl_mini.layout import SEG_DIR, csv_relpath
 
 
 @dataclass
@@ -133,10 +133,14 @@ def write_layout(
         )
     skip = skip_csv_rows or {}
     tables = {
-        "reports": (REPORTS_CSV[split], reports, ["VolumeName", "Findings_EN", "Impressions_EN"]),
-        "labels": (LABELS_CSV[split], labels, ["VolumeName", *label_columns]),
+        "reports": (
+            csv_relpath("reports", split),
+            reports,
+            ["VolumeName", "Findings_EN", "Impressions_EN"],
+        ),
+        "labels": (csv_relpath("labels", split), labels, ["VolumeName", *label_columns]),
         "metadata": (
-            METADATA_CSV[split],
+            csv_relpath("metadata", split),
             meta,
             ["VolumeName", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept"],
         ),

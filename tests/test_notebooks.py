@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cagcl_mini import cli
-from cagcl_mini.notebooks import (
+from cagcl_mini.cli import main as cli
+from cagcl_mini.tutorial.runner import (
     list_notebooks,
     notebook_parameters,
     parse_parameters,

@@ -63,6 +63,6 @@ def test_ci_runs_the_readme_test_command_with_the_cpu_torch():
 
 def test_console_script_and_packages():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["cagcl-mini"] == "cagcl_mini.cli:main"
+    assert project["project"]["scripts"]["cagcl-mini"] == "cagcl_mini.cli.main:main"
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {"cagcl_mini*", "data_download*"} <= set(include)

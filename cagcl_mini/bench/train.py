@@ -1,0 +1,115 @@
+"""``cagcl-mini bench train``: training throughput, peak memory, and what the text caches buy.
+
+- ``volumes_per_s``: the real ``fit`` loop of ``cpu-quick`` (data loading, augmentation, both
+  encoders, losses, backward, AdamW) over ``steps`` timed steps after ``warmup`` steps; the median
+  over ``repeats`` runs.
+- ``peak_rss_mb``: the process's peak resident memory (``getrusage``), after everything above.
+- ``text_cache_speedup``: with a *frozen* text encoder, one training step (forward, losses,
+  backward, optimiser) re-encoding every description vs reading the pooled-output cache, in steady
+  state (the cache holds the split's descriptions, as after one epoch); median step times, ratio
+  re-encode / cached.
+- ``prefix_cache_speedup``: the same with the ``cpu-quick`` text encoder (its trainable last
+  layers), full encoder vs the frozen-prefix cache of :mod:`cagcl_mini.nn.text_cache`.
+
+Both time the trainer's own step (:func:`cagcl_mini.train.step.step_losses`), so the benchmark
+cannot drift from what ``fit`` computes.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cagcl_mini.data.dataset import collate
+from cagcl_mini.train.batches import GlobalBatchSampler
+from cagcl_mini.train.config import TrainConfig, preset
+from cagcl_mini.train.log import read_log
+from cagcl_mini.train.loop import fit
+from cagcl_mini.train.setup import dataset_for, model_for, param_groups
+from cagcl_mini.train.step import Objective, step_losses
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports KB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def throughput(config: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
+    """Run ``fit`` for ``warmup + steps`` steps; volumes/s and seconds/step of the timed steps."""
+    result = fit(config.replace(steps=warmup + steps), progress=False)
+    rows = [r for r in read_log(result.log) if r["step"] > warmup]
+    seconds = sum(r["seconds"] for r in rows)
+    volumes = config.batch_size * config.grad_accum * len(rows)
+    return {"volumes_per_s": volumes / seconds, "step_seconds": seconds / len(rows)}
+
+
+def step_times(config: TrainConfig, cached: bool, steps: int) -> list[float]:
+    """Seconds of ``steps`` training steps of ``config`` with the text caches on or off.
+
+    With the caches on, every description of the training split is encoded once first (what the
+    first epoch does), so the timed steps show the steady state of later epochs."""
+    dataset = dataset_for(config, "train")
+    model = model_for(config.replace(text_prefix_cache=cached), for_training=True)
+    model.set_text_cache(cached)
+    if cached:
+        with torch.no_grad():
+            every = {t for i in range(len(dataset)) for t in dataset.anatomy_texts(i)[0] if t}
+            model.encode_text(sorted(every))
+    objective = Objective.of(config)
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
+    times = []
+    for m in range(steps + 1):  # the first step is a warm-up (allocations, lazy init)
+        batch = collate([dataset[i] for i in sampler.global_batch(m)])
+        start = time.perf_counter()
+        step_losses(model, batch, objective, micro_step=m)["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if m > 0:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_train_bench(
+    repeats: int = 3, steps: int = 30, warmup: int = 5, out: str | Path | None = None
+) -> dict[str, Any]:
+    """All figures of ``cagcl-mini bench train`` (see the module docstring)."""
+    scratch = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="cagcl-bench-train-"))
+    base = preset("cpu-quick", progress=False, checkpoint_every=0)
+    runs = [
+        throughput(base.replace(out_dir=str(scratch / f"throughput{r}")), steps, warmup)
+        for r in range(max(1, repeats))
+    ]
+    # frozen encoder, no augmentation (fvlm): the pooled-output cache vs re-encoding
+    frozen = base.replace(
+        loss_preset="fvlm", model={**base.model, "text_train_layers": 0}, out_dir=str(scratch / "f")
+    )
+    timed = 5
+    frozen_on = statistics.median(step_times(frozen, True, timed))
+    frozen_off = statistics.median(step_times(frozen, False, timed))
+    partial = base.replace(loss_preset="fvlm", out_dir=str(scratch / "p"))
+    prefix_on = statistics.median(step_times(partial, True, timed))
+    prefix_off = statistics.median(step_times(partial, False, timed))
+    return {
+        "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
+        "volumes_per_s_runs": [round(r["volumes_per_s"], 3) for r in runs],
+        "step_seconds": statistics.median(r["step_seconds"] for r in runs),
+        "steps": steps,
+        "warmup_steps": warmup,
+        "batch_size": base.batch_size,
+        "image_size": base.image_size,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "text_cache_speedup": frozen_off / frozen_on,
+        "frozen_step_seconds": {"cached": frozen_on, "re_encoding": frozen_off},
+        "prefix_cache_speedup": prefix_off / prefix_on,
+        "partial_step_seconds": {"prefix_cached": prefix_on, "full_encoder": prefix_off},
+    }

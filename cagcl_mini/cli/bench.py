@@ -1,0 +1,99 @@
+"""``cagcl-mini bench NAME``: measure the figures of the README.
+
+Each benchmark is a function of :mod:`cagcl_mini.bench` returning a dict of measured figures. This
+command prints them one per line or, with ``--json``, as one JSON object on the last line, so
+scripts can parse it. Timings are medians over repeats; ratios against a naive or reference
+version are reported next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cagcl_mini.fileio import jsonable
+
+HELP = "measure the figures of the README"
+
+
+def _data(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import data  # heavy (cli docstring)
+
+    return data.benchmark(out=args.out, repeats=args.repeats)
+
+
+def _reports(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import reports  # heavy (cli docstring)
+
+    return reports.benchmark(shuffle_seeds=args.seeds, repeats=args.repeats)
+
+
+def _pooling(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import pooling  # heavy (cli docstring)
+
+    return pooling.benchmark(repeats=max(5, 5 * args.repeats))
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import train  # heavy (cli docstring)
+
+    return train.run_train_bench(repeats=args.repeats, out=args.out)
+
+
+def _claims(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import claims  # heavy (cli docstring)
+
+    return claims.benchmark(seeds=args.seeds, out=args.out, steps=args.steps)
+
+
+def _probe(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import probe  # heavy (cli docstring)
+
+    return probe.benchmark(steps=args.steps)
+
+
+# name: (help, function, the options it takes beyond --json)
+BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str, ...]]] = {
+    "data": ("embedded dataset generation speed", _data, ("repeats", "out")),
+    "reports": ("report splitting on the real CT-RATE cases", _reports, ("repeats", "seeds")),
+    "pooling": ("mask pooling speed vs sum() and a loop", _pooling, ("repeats",)),
+    "train": ("training throughput, memory, text caches", _train, ("repeats", "out")),
+    "claims": ("the CA-GCL claims, fvlm vs cagcl over seeds", _claims, ("seeds", "steps", "out")),
+    "probe": ("zero-shot AUC next to its supervised bounds", _probe, ("steps",)),
+}
+OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "repeats": (("--repeats",), {"type": int, "default": 3, "help": "timed repeats"}),
+    "seeds": (("--seeds",), {"type": int, "default": 3, "help": "seeds (shuffles for reports)"}),
+    "steps": (
+        ("--steps",),
+        {"type": int, "default": None, "help": "training steps (default: the preset's)"},
+    ),
+    "out": (
+        ("--out",),
+        {"type": Path, "default": None, "help": "scratch folder (default: a temporary one)"},
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="NAME")
+    for name, (help_text, function, options) in BENCHMARKS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object last")
+        for option in options:
+            flags, kwargs = OPTIONS[option]
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(benchmark_function=function)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = args.benchmark_function(args)
+    if args.json:
+        print(json.dumps(jsonable(result), sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0

@@ -1,0 +1,15 @@
+"""The project's own exceptions and warnings, shared by every layer.
+
+Each message names the file, field or key at fault and what was expected, so a command-line user
+sees one line that says what to fix (the CLI prints ``str(error)`` without a traceback).
+"""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Bad content in a dataset file; the message names the file and what was expected."""
+
+
+class LayoutWarning(UserWarning):
+    """Something in the dataset folder was skipped or filled in; the message says what and why."""

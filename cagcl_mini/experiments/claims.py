@@ -1,0 +1,173 @@
+"""The CA-GCL claims, measured: ``fvlm`` (local loss only) against ``cagcl`` (local + global +
+text augmentation) with the same budget and seeds, on the validation split of the run's data.
+
+Three claims (DESIGN.md, "Objectives"):
+
+a. **collapse**: with the local loss alone, descriptions of *different* anatomies end up close in
+   the shared text space (high mean cosine, mass near 1); the global cross-anatomy term spreads
+   them out (a much lower mean, a bell-shaped histogram). Measured over the distinct per-anatomy
+   descriptions of the validation split, projected into the shared space
+   (:func:`cagcl_mini.evaluation.evaluate.collapse_stats`).
+b. **prompt robustness**: the standard deviation of macro zero-shot AUC across the prompt families
+   (:func:`cagcl_mini.evaluation.zero_shot.prompt_robustness`) is at most half of fvlm's with cagcl.
+c. **detection**: cagcl's macro zero-shot AUC is at least 0.90 and above fvlm's.
+
+:func:`evaluate_run` gives one checkpoint's numbers and :func:`compare_presets` trains (or reuses)
+every (preset, seed) run and aggregates means and standard deviations over seeds;
+``cagcl-mini bench claims`` (:mod:`cagcl_mini.bench.claims`) runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cagcl_mini.evaluation.embed import as_embedded
+from cagcl_mini.evaluation.evaluate import collapse_stats
+from cagcl_mini.evaluation.zero_shot import prompt_robustness, zero_shot_detection
+from cagcl_mini.train.config import TrainConfig, resolve_config
+from cagcl_mini.train.loop import ensure_trained
+from cagcl_mini.train.setup import dataset_for, load_model
+
+CLAIM_PRESETS: tuple[str, ...] = ("fvlm", "cagcl")
+HEADLINE: tuple[str, ...] = ("cross_anatomy_text_cos_mean", "prompt_auc_std", "macro_auc")
+AUC_TARGET = 0.90  # claim c
+STD_RATIO = 0.5  # claim b: cagcl's prompt-family std at most this fraction of fvlm's
+
+
+def claim_metrics(model: Any, valid: Any) -> dict[str, Any]:
+    """The claims' numbers of one model on one split (a dataset or an ``EmbeddedSplit``).
+
+    Keys: ``cross_anatomy_text_cos_mean`` / ``_std`` / ``share_above_0.9``,
+    ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
+    ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
+    ``macro_auc_ct_rate``, ``per_abnormality_auc``.
+    """
+    split = as_embedded(model, valid)
+    detection = zero_shot_detection(model, split)
+    robustness = prompt_robustness(model, split)
+    collapse = collapse_stats(split)
+    return {
+        "cross_anatomy_text_cos_mean": collapse["across"]["mean"],
+        "cross_anatomy_text_cos_std": collapse["across"]["std"],
+        "share_above_0.9": collapse["across"]["share_above"],
+        "within_anatomy_text_cos_mean": collapse["within"]["mean"],
+        "effective_rank": collapse["effective_rank"],
+        "prompt_auc_std": robustness["std"],
+        "prompt_auc_mean": robustness["mean"],
+        "family_auc": dict(robustness["macro_auc"]),
+        "macro_auc": detection.macro["auc"],
+        "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
+        "per_abnormality_auc": {
+            n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()
+        },
+    }
+
+
+def evaluate_run(checkpoint: str | Path) -> dict[str, Any]:
+    """:func:`claim_metrics` of a trained checkpoint on its own config's validation split."""
+    model, config = load_model(checkpoint)
+    return claim_metrics(model, dataset_for(config, "valid"))
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means (the headline keys), ``<key>_std`` over seeds and ``per_seed`` lists of the scalars."""
+    scalars = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k != "seed"]
+    out: dict[str, Any] = {}
+    for key in scalars:
+        mean, std = _mean_std([r[key] for r in runs])
+        out[key] = mean
+        out[f"{key}_std"] = std
+    out["per_seed"] = {key: [r[key] for r in runs] for key in ["seed", *scalars]}
+    families = list(runs[0]["family_auc"])
+    out["family_auc"] = {f: _mean_std([r["family_auc"][f] for r in runs])[0] for f in families}
+    return out
+
+
+def _value(agg: dict[str, Any], key: str, i: int | None) -> float:
+    """The mean over seeds (``i`` None) or seed number ``i``'s value of ``key``."""
+    return agg[key] if i is None else agg["per_seed"][key][i]
+
+
+def claim_holds(
+    fvlm: dict[str, Any], cagcl: dict[str, Any], i: int | None = None
+) -> dict[str, bool]:
+    """Claims a, b, c on the means (``i`` None) or on seed number ``i`` (see the module doc)."""
+    cos_f, cos_c = (_value(d, "cross_anatomy_text_cos_mean", i) for d in (fvlm, cagcl))
+    std_f, std_c = (_value(d, "prompt_auc_std", i) for d in (fvlm, cagcl))
+    auc_f, auc_c = (_value(d, "macro_auc", i) for d in (fvlm, cagcl))
+    return {
+        "a": cos_c < cos_f,
+        "b": std_c <= STD_RATIO * std_f,
+        "c": auc_c >= AUC_TARGET and auc_c > auc_f,
+        "c_above_fvlm": auc_c > auc_f,
+    }
+
+
+def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
+    """Whether each claim holds on the means over seeds, and in how many seeds it holds."""
+    n = len(cagcl["per_seed"]["seed"])
+    per_seed = [claim_holds(fvlm, cagcl, i) for i in range(n)]
+    on_means = claim_holds(fvlm, cagcl)
+    out: dict[str, Any] = {
+        key: {"holds": on_means[key], "seeds": sum(s[key] for s in per_seed)} for key in on_means
+    }
+    out["a"]["fvlm_share_above_0.9"] = fvlm["share_above_0.9"]
+    out["a"]["cagcl_share_above_0.9"] = cagcl["share_above_0.9"]
+    std_f = fvlm["prompt_auc_std"]
+    out["b"]["ratio"] = cagcl["prompt_auc_std"] / std_f if std_f else math.nan
+    out["n_seeds"] = n
+    return out
+
+
+def compare_presets(
+    seeds: int | Sequence[int] = 3,
+    presets: Sequence[str] = CLAIM_PRESETS,
+    base: str | TrainConfig = "cpu-quick",
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (or reuse) ``base`` with each loss preset and seed, and aggregate the claims.
+
+    Runs differ only in ``loss_preset`` (and the augmentation it implies) and ``seed``. ``out``
+    holds the run folders (a matching finished run there is reused); None = the cache
+    (``$CAGCL_MINI_HOME/checkpoints``). Returns ``{preset: aggregate}`` plus ``runs`` (every run's
+    metrics, training and evaluation seconds) and ``claims`` (:func:`verdicts`).
+    """
+    base = resolve_config(base)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("compare_presets needs at least one seed")
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
+    for seed in seed_list:
+        for name in presets:
+            config = base.replace(loss_preset=name, seed=seed, progress=progress)
+            if out is not None:
+                config = config.replace(out_dir=str(Path(out) / config.run_name()))
+            t0 = time.perf_counter()
+            checkpoint = ensure_trained(config, progress=progress)
+            t1 = time.perf_counter()
+            metrics = evaluate_run(checkpoint)
+            metrics.update(seed=seed, train_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1)
+            runs[name].append(metrics)
+    result: dict[str, Any] = {name: aggregate(r) for name, r in runs.items()}
+    if "fvlm" in result and "cagcl" in result:
+        result["claims"] = verdicts(result["fvlm"], result["cagcl"])
+    result["runs"] = {
+        name: [{k: v for k, v in r.items() if k != "per_abnormality_auc"} for r in rs]
+        for name, rs in runs.items()
+    }
+    return result

@@ -1,0 +1,130 @@
+"""Writing files so that nothing is lost: atomic writes, strict JSON, hashes, a folder lock.
+
+Atomic means a reader (or a run killed half-way) never sees half a file: every write goes to a
+temporary name in the same folder (same file system) and is renamed over the target. Temporary
+names are ``.<name>.<random>.tmp``, so a crash leaves at worst a hidden ``.tmp`` file next to the
+target, never a damaged target. Files get the permissions ``open()`` would have given them
+(``mkstemp`` alone would make them private).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; the lock is then a no-op
+    fcntl = None
+
+TMP_SUFFIX = ".tmp"
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: what ``open()`` would have created (mkstemp uses 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | Path, tmp_dir: str | Path | None = None, suffix: str = TMP_SUFFIX
+) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed over ``path``, on error removed.
+
+    ``tmp_dir`` (default: ``path``'s folder) must be on the same file system as ``path``.
+    ``suffix`` ends the temporary name (``.tmp.nii.gz`` for writers that go by the extension).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tmp_dir) if tmp_dir is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path, tmp_dir) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(obj: Any) -> Any:
+    """A copy with NaN / inf as None and numpy / torch scalars as Python numbers (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and np.ndim(obj) == 0:  # numpy and torch scalars
+        obj = obj.item()
+    elif isinstance(obj, np.ndarray) or hasattr(obj, "detach"):
+        return jsonable(np.asarray(obj).tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Strict JSON (NaN and inf written as null) of ``data``, written atomically."""
+    text = json.dumps(jsonable(data), indent=indent, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of bytes in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def folder_lock(target: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<parent>/.<name>.lock`` (POSIX ``flock``; a no-op elsewhere).
+
+    Two processes building the same folder (two notebooks at once) then run one after the other.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,141 @@
+"""3D vision encoders built from MONAI networks: CT volume (B,1,H,W,D) -> feature map (B,C,h,w,d).
+
+Mask pooling needs a spatial feature map, not a global vector, so every encoder here stops before
+any global pooling. Two families:
+
+- ``"tiny"``: a few MONAI ``Convolution`` / ``ResidualUnit`` blocks for a laptop CPU. A 4x4x4
+  patchify stem, a residual unit at stride 4 and a strided residual unit give an 8x downsampled
+  map (64^3 -> 8^3, 64 channels).
+- ``"resnet10"`` / ``"resnet18"`` / ``"resnet34"`` / ``"resnet50"``: the trunk of MONAI's 3D
+  ``ResNetFeatures`` (MedicalNet layout) for a GPU. By default the trunk stops after ``layer3``
+  (output stride 16: 128^3 -> 8^3) because stride 32 leaves small anatomies (esophagus, trachea)
+  almost no feature voxels; ``stage=4`` keeps ``layer4``. ``pretrained=True`` asks MONAI for the
+  MedicalNet weights, which needs the network once.
+
+Every encoder exposes ``.out_channels`` and ``.output_stride``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.nets.resnet import ResNetFeatures, resnet_params
+from torch import nn
+
+
+class TinyEncoder(nn.Module):
+    """A small CNN: patchify stem, then residual units; trains in seconds per epoch on a CPU.
+
+    ``channels[i]`` / ``strides[i]`` describe stage i; stage 0 is a ``Convolution`` whose kernel
+    equals its stride (non-overlapping patches, cheap at full resolution), later stages are
+    MONAI ``ResidualUnit`` blocks (two 3x3x3 convolutions and a skip connection each).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64),
+        strides: Sequence[int] = (4, 1, 2),
+        norm: str | tuple = "instance",
+        act: str | tuple = "prelu",
+        dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise ValueError(
+                f"TinyEncoder needs one stride per stage, got channels={tuple(channels)} "
+                f"and strides={tuple(strides)}"
+            )
+        stem_stride = int(strides[0])
+        layers: list[nn.Module] = [
+            Convolution(
+                spatial_dims=3,
+                in_channels=in_channels,
+                out_channels=channels[0],
+                strides=stem_stride,
+                kernel_size=3 if stem_stride == 1 else stem_stride,
+                padding=1 if stem_stride == 1 else 0,
+                norm=norm,
+                act=act,
+                dropout=dropout,
+            )
+        ]
+        for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides[1:], strict=True):
+            layers.append(
+                ResidualUnit(
+                    spatial_dims=3,
+                    in_channels=c_in,
+                    out_channels=c_out,
+                    strides=int(stride),
+                    subunits=2,
+                    norm=norm,
+                    act=act,
+                    dropout=dropout,
+                )
+            )
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = int(channels[-1])
+        self.output_stride = math.prod(int(s) for s in strides)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride)."""
+        return self.layers(image)
+
+
+class ResNetTrunk(nn.Module):
+    """The convolutional trunk of MONAI's 3D ResNet (MedicalNet layout), up to ``layer{stage}``.
+
+    Layers after ``stage`` are removed (not just skipped), so distributed training sees no unused
+    parameters. Output stride: 2 (conv1) x 2 (max pool) x 2 per stage after the first.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet18",
+        in_channels: int = 1,
+        stage: int = 3,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        if stage not in (1, 2, 3, 4):
+            raise ValueError(f"ResNetTrunk stage must be 1..4, got {stage}")
+        if model_name not in resnet_params:
+            raise ValueError(
+                f"unknown ResNet {model_name!r}; MONAI provides {', '.join(resnet_params)}"
+            )
+        net = ResNetFeatures(
+            model_name, pretrained=pretrained, spatial_dims=3, in_channels=in_channels
+        )
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
+        self.stages = nn.Sequential(*[getattr(net, f"layer{i}") for i in range(1, stage + 1)])
+        last_block = self.stages[-1][-1]
+        last_conv = [m for m in last_block.modules() if isinstance(m, nn.Conv3d)][-1]
+        self.out_channels = int(last_conv.out_channels)
+        self.output_stride = 2 ** (stage + 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride)."""
+        return self.stages(self.stem(image))
+
+
+TINY_PRESETS: dict[str, dict] = {
+    "tiny": {"channels": (16, 32, 64), "strides": (4, 1, 2)},
+}
+RESNET_PRESETS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "resnet50")
+VISION_ENCODERS: tuple[str, ...] = (*TINY_PRESETS, *RESNET_PRESETS)
+
+
+def build_vision_encoder(name: str = "tiny", **kwargs) -> nn.Module:
+    """Build a vision encoder by name ("tiny", "resnet18", ...); ``kwargs`` override its settings.
+
+    "tiny" takes the ``TinyEncoder`` arguments, the ResNets take ``in_channels``, ``stage`` and
+    ``pretrained``. The module maps (B,1,H,W,D) to (B,C,h,w,d) and has ``.out_channels``.
+    """
+    if name in TINY_PRESETS:
+        return TinyEncoder(**{**TINY_PRESETS[name], **kwargs})
+    if name in RESNET_PRESETS:
+        return ResNetTrunk(model_name=name, **kwargs)
+    raise ValueError(f"unknown vision encoder {name!r}; choose one of {', '.join(VISION_ENCODERS)}")

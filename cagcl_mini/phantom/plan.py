@@ -1,0 +1,173 @@
+"""Planning a phantom volume: which findings, the patient, its report, labels and metadata rows.
+
+A plan is everything about a volume except its voxels. It is cheap (no rendering), so the dataset
+builder plans every volume in the main process, writes the CSVs from the plans, and hands the plans
+to worker processes that render and write the NIfTI files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from cagcl_mini import layout
+from cagcl_mini.anatomy import ALL_LABELS, ANATOMIES
+from cagcl_mini.phantom.findings import FindingSpec
+from cagcl_mini.phantom.io import fmt_float
+from cagcl_mini.phantom.render import STREAM_PLAN, affine_for, body_for, child, spec_for
+from cagcl_mini.phantom.reports import clinical_text, findings_text, impression_text, technique_text
+
+PHANTOM_VERSION = 1  # bump whenever the bytes a seed produces change
+METADATA_COLUMNS = (
+    "VolumeName", "Manufacturer", "ManufacturerModelName", "PatientSex", "PatientAge", "Rows",
+    "Columns", "NumberofSlices", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept",
+    "ImagePositionPatient", "ImageOrientationPatient",
+)  # fmt: skip
+INTERCEPTS = (-1024, -8192)
+
+# Prevalence: a volume is fully normal with P_HEALTHY; otherwise an anatomy stays normal with
+# P_ORGAN_NORMAL (so normal lungs and hearts are common), and each finding of an abnormal-able
+# anatomy appears independently, tuned so each finding's overall prevalence is PREVALENCE.
+P_HEALTHY = 0.15
+P_ORGAN_NORMAL = {"lung": 0.4, "heart": 0.4, "liver": 0.25}
+PREVALENCE = {
+    "Medical material": 0.15, "Arterial wall calcification": 0.3, "Cardiomegaly": 0.2,
+    "Pericardial effusion": 0.15, "Coronary artery wall calcification": 0.28,
+    "Hiatal hernia": 0.18, "Lymphadenopathy": 0.25, "Emphysema": 0.25, "Atelectasis": 0.25,
+    "Lung nodule": 0.3, "Lung opacity": 0.25, "Pulmonary fibrotic sequela": 0.25,
+    "Pleural effusion": 0.2, "Mosaic attenuation pattern": 0.15, "Peribronchial thickening": 0.18,
+    "Consolidation": 0.2, "Bronchiectasis": 0.15, "Interlobular septal thickening": 0.15,
+    "Hepatic steatosis": 0.25, "Liver lesion": 0.2, "Splenomegaly": 0.18, "Renal cyst": 0.25,
+}  # fmt: skip
+assert set(PREVALENCE) == set(ALL_LABELS)
+
+
+_SPEC_MINIMUM = {"n_train": 1, "n_valid": 1, "size": 32, "seed": 0}
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What the embedded dataset builder makes; the defaults are the tutorial's dataset.
+
+    Recorded in the dataset's manifest, so a folder built with other values is rebuilt.
+    """
+
+    n_train: int = 240  # training volumes
+    n_valid: int = 60  # validation volumes
+    size: int = 64  # edge of the cubic volumes, in voxels
+    seed: int = 0  # same seed, byte-identical files
+
+    def __post_init__(self) -> None:
+        for name, minimum in _SPEC_MINIMUM.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+            object.__setattr__(self, name, int(value))
+
+    def replace(self, **changes: Any) -> PhantomSpec:
+        """A copy with some fields changed; an unknown name is an error listing the fields."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown phantom field(s) {unknown}; the fields are {sorted(known)}")
+        return replace(self, **changes)
+
+    def params(self) -> dict[str, int]:
+        """The manifest's record of this spec (with the phantom's version)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": PHANTOM_VERSION}
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """Everything about one volume except its voxels: cheap to compute, decides the files."""
+
+    split: str
+    pid: int
+    seed: int
+    size: int
+    intercept: int
+    findings: tuple[FindingSpec, ...]
+    report: dict[str, str]
+    metadata: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return layout.volume_name(self.split, self.pid)
+
+    @property
+    def volume_file(self) -> str:
+        """The CT's path below the dataset root."""
+        return f"{layout.DATASET_FOLDER}/{layout.volume_relpath(self.name)}"
+
+    @property
+    def label_file(self) -> str:
+        """The TotalSegmentator map's path below the dataset root."""
+        return f"{layout.DATASET_FOLDER}/{layout.mask_relpath(self.name)}"
+
+    def seed_sequence(self) -> np.random.SeedSequence:
+        return case_seed(self.seed, self.split, self.pid)
+
+    def label_row(self) -> list[str]:
+        names = {f.name for f in self.findings}
+        return [self.name] + [str(int(label in names)) for label in ALL_LABELS]
+
+
+def case_seed(seed: int, split: str, pid: int) -> np.random.SeedSequence:
+    """The SeedSequence of one volume, independent of dataset size and worker count."""
+    return np.random.SeedSequence([int(seed), layout.SPLITS.index(split), int(pid)])
+
+
+def choose_findings(rng: np.random.Generator) -> list[str]:
+    """Which abnormalities a volume has (catalog order); the draw count never depends on them."""
+    healthy = rng.random() < P_HEALTHY
+    chosen = []
+    for anatomy in ANATOMIES:
+        gate = P_ORGAN_NORMAL.get(anatomy.name, 0.0)
+        organ_abnormal = rng.random() >= gate
+        for ab in anatomy.abnormalities:
+            p = min(PREVALENCE[ab.name] / ((1 - P_HEALTHY) * (1 - gate)), 0.9)
+            if rng.random() < p and organ_abnormal and not healthy:
+                chosen.append(ab.name)
+    return [name for name in ALL_LABELS if name in chosen]
+
+
+def plan_case(seed: int, split: str, pid: int, size: int) -> CasePlan:
+    """Plan one volume: patient, findings, rescale intercept, report and metadata rows."""
+    ss = case_seed(seed, split, pid)
+    rng = child(ss, STREAM_PLAN)
+    body = body_for(ss, size)
+    specs = [spec_for(ss, name, body) for name in choose_findings(rng)]
+    intercept = INTERCEPTS[int(rng.integers(2))]
+    name = layout.volume_name(split, pid)
+    report = {
+        "VolumeName": name,
+        "ClinicalInformation_EN": clinical_text(rng),
+        "Technique_EN": technique_text(body.contrast, body.spacing[2]),
+        "Findings_EN": findings_text(specs, rng),
+        "Impressions_EN": impression_text(specs),
+    }
+    aff = affine_for(body)
+    sx, sy, sz = body.spacing
+    ox, oy, oz = aff[:3, 3]
+    metadata = {
+        "VolumeName": name,
+        "Manufacturer": "cagcl-mini",
+        "ManufacturerModelName": f"phantom v{PHANTOM_VERSION}",
+        "PatientSex": "F" if rng.random() < 0.5 else "M",
+        "PatientAge": f"{int(rng.integers(30, 86)):03d}Y",
+        "Rows": str(size),
+        "Columns": str(size),
+        "NumberofSlices": str(size),
+        "XYSpacing": f"[{fmt_float(sx)}, {fmt_float(sy)}]",
+        "ZSpacing": fmt_float(sz),
+        "RescaleSlope": "1",
+        "RescaleIntercept": str(intercept),
+        # DICOM is LPS: x and y flip sign relative to the NIfTI's RAS+.
+        "ImagePositionPatient": f"[{fmt_float(-ox)}, {fmt_float(-oy)}, {fmt_float(oz)}]",
+        "ImageOrientationPatient": "[-1, 0, 0, 0, -1, 0]",
+    }
+    return CasePlan(split, pid, int(seed), size, intercept, tuple(specs), report, metadata)

@@ -1,0 +1,109 @@
+"""Phantom report text: Findings_EN, Impressions_EN and the other CT-RATE report columns.
+
+Findings are written only from the catalog's phrasings (so the report splitter in
+:mod:`cagcl_mini.text.reports` can route them): every abnormal finding gets one of its abnormal
+phrasings (never omitted), an anatomy with findings may add a normal sentence that does not
+contradict them, a normal anatomy gets one or two normal sentences or is left out (implicitly
+normal). Anatomies come in a radiologist's order that is sometimes perturbed and sometimes fully
+shuffled; sentences within an anatomy are shuffled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cagcl_mini.anatomy import ABNORMALITY_BY_NAME, ANATOMIES, Anatomy
+from cagcl_mini.phantom.findings import FindingSpec
+
+READING_ORDER = ("trachea", "heart", "aorta", "esophagus", "lung", "liver", "spleen", "kidney")
+NORMAL_IMPRESSION = "No acute cardiopulmonary or upper abdominal abnormality."
+P_OMIT_NORMAL = 0.2  # a normal anatomy is not mentioned at all
+P_TWO_NORMAL = 0.4  # a mentioned normal anatomy gets two normal sentences
+P_NORMAL_WITH_FINDINGS = 0.4  # an abnormal anatomy also gets a compatible normal sentence
+
+# Normal phrasings that deny only some of their anatomy's abnormalities, so they may accompany
+# the others. Any normal phrasing not listed here is taken to deny every abnormality of its anatomy
+# (the safe default: "The lungs are clear." never appears next to a nodule).
+NORMAL_DENIES: dict[str, frozenset[str]] = {
+    "No focal consolidation, nodule or mass is seen in either lung.": frozenset(
+        {"Consolidation", "Lung nodule"}
+    ),
+    "No pleural effusion or pneumothorax is detected.": frozenset({"Pleural effusion"}),
+    "No pericardial effusion is seen.": frozenset({"Pericardial effusion"}),
+    "The heart size is normal.": frozenset({"Cardiomegaly"}),
+    "Cardiac dimensions are normal.": frozenset({"Cardiomegaly"}),
+    "No focal lesion is seen in the liver.": frozenset({"Liver lesion"}),
+    "The liver is of normal size and density.": frozenset({"Hepatic steatosis"}),
+}
+
+
+def compatible_normals(anatomy: Anatomy, present: set[str]) -> list[str]:
+    """The anatomy's normal phrasings that contradict none of the ``present`` abnormalities."""
+    all_names = frozenset(ab.name for ab in anatomy.abnormalities)
+    return [p for p in anatomy.normal_phrasings if not (NORMAL_DENIES.get(p, all_names) & present)]
+
+
+def _choice(rng: np.random.Generator, items):
+    return items[int(rng.integers(len(items)))]
+
+
+def anatomy_order(rng: np.random.Generator) -> list[str]:
+    """Reading order: usually the radiologist's with a swap or two, sometimes fully shuffled."""
+    order = list(READING_ORDER)
+    if rng.random() < 0.3:
+        return [order[i] for i in rng.permutation(len(order))]
+    for _ in range(int(rng.integers(0, 3))):
+        i = int(rng.integers(len(order) - 1))
+        order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
+def anatomy_sentences(
+    anatomy: Anatomy, specs: list[FindingSpec], rng: np.random.Generator
+) -> list[str]:
+    """Sentences about one anatomy: one per finding, plus or instead normal ones."""
+    present = {s.name for s in specs}
+    sentences = [s.fill(_choice(rng, ABNORMALITY_BY_NAME[s.name].phrasings)) for s in specs]
+    normals = compatible_normals(anatomy, present)
+    if specs:
+        if normals and rng.random() < P_NORMAL_WITH_FINDINGS:
+            sentences.append(_choice(rng, normals))
+    elif rng.random() >= P_OMIT_NORMAL:
+        k = 2 if (rng.random() < P_TWO_NORMAL and len(normals) > 1) else 1
+        sentences += [normals[i] for i in rng.choice(len(normals), size=k, replace=False)]
+    return [sentences[i] for i in rng.permutation(len(sentences))]
+
+
+def findings_text(specs: list[FindingSpec], rng: np.random.Generator) -> str:
+    """Findings_EN: catalog sentences of all anatomies, joined by single spaces."""
+    by_anatomy = {a.name: a for a in ANATOMIES}
+    sentences: list[str] = []
+    for name in anatomy_order(rng):
+        mine = [s for s in specs if ABNORMALITY_BY_NAME[s.name].anatomy == name]
+        sentences += anatomy_sentences(by_anatomy[name], mine, rng)
+    if not sentences:  # every anatomy omitted: say one thing
+        sentences = [ANATOMIES[0].normal_sentence]
+    return " ".join(sentences)
+
+
+def impression_text(specs: list[FindingSpec]) -> str:
+    """Impressions_EN: the findings' terms as one sentence, or the normal impression."""
+    if not specs:
+        return NORMAL_IMPRESSION
+    terms = [ABNORMALITY_BY_NAME[s.name].term for s in specs]
+    text = terms[0] if len(terms) == 1 else ", ".join(terms[:-1]) + " and " + terms[-1]
+    return text[:1].upper() + text[1:] + "."
+
+
+CLINICAL = ("Cough.", "Shortness of breath.", "Chest pain.", "Fever.", "Follow-up.", "Not given.")
+
+
+def clinical_text(rng: np.random.Generator) -> str:
+    """ClinicalInformation_EN: a short indication."""
+    return _choice(rng, CLINICAL)
+
+
+def technique_text(contrast: bool, slice_mm: float) -> str:
+    """Technique_EN: contrast phase and slice thickness of the synthetic acquisition."""
+    kind = "Contrast-enhanced" if contrast else "Non-contrast"
+    return f"{kind} axial CT of the thorax and upper abdomen, {slice_mm:.1f} mm slices."

@@ -1,0 +1,118 @@
+"""What one training step eats: seeded global batches, augmented texts, the abnormality dictionary.
+
+Exact resume and exact multi-process equivalence both come from one rule: everything random in a
+step is a pure function of ``(seed, micro_step, global sample position)``, never of history.
+
+- :class:`GlobalBatchSampler` draws micro-step m's global batch from a per-epoch permutation
+  seeded with ``(seed, epoch)``; each epoch is ``len(dataset) // batch_size`` batches (the rest
+  is dropped, as ``drop_last``). Under torchrun rank r yields its contiguous slice. Starting it at
+  any micro-step reproduces the uninterrupted sequence, so its state is one integer.
+- :func:`augment_texts` augments sample j of micro-step m with a numpy generator seeded by
+  ``(seed, m, j)``, j the position in the *global* batch.
+- :class:`DiagnosisDictionary` holds the abnormal sentences of every anatomy (the CT-GLIP
+  diagnosis loss's extra negatives) and builds the (B, K, M) mask of sentences that describe a
+  sample's own findings (never negatives), from the unaugmented texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cagcl_mini.anatomy import ANATOMY_NAMES
+from cagcl_mini.text.augment import augment_batch_texts
+from cagcl_mini.text.findings import DictionaryEntry, dictionary_entries, exclusion_mask
+from cagcl_mini.train.distributed import DistInfo, local_slice
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Index lists of micro-steps ``start .. stop-1`` (this rank's slice of each global batch)."""
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        stop: int | None = None,
+        info: DistInfo | None = None,
+    ) -> None:
+        if num_items < batch_size:
+            raise ValueError(
+                f"the training split has {num_items} volumes, fewer than batch_size {batch_size}"
+            )
+        self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
+        self.info = info or DistInfo()
+        self.slice = local_slice(self.batch_size, self.info)
+        self.start = int(start)
+        self.stop = self.start if stop is None else int(stop)
+        self.batches_per_epoch = self.num_items // self.batch_size
+
+    def position(self, micro_step: int) -> tuple[int, int]:
+        """(epoch, batch index within the epoch) of a micro-step."""
+        return divmod(int(micro_step), self.batches_per_epoch)
+
+    def global_batch(self, micro_step: int) -> list[int]:
+        """The dataset indices of micro-step ``micro_step``'s whole (all-rank) batch."""
+        epoch, pos = self.position(micro_step)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+        return perm[pos * self.batch_size : (pos + 1) * self.batch_size].tolist()
+
+    def state_at(self, micro_step: int) -> dict[str, int]:
+        """What a checkpoint stores: the next micro-step and its epoch/position."""
+        epoch, pos = self.position(micro_step)
+        return {"micro_step": int(micro_step), "epoch": epoch, "position": pos}
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for m in range(self.start, self.stop):
+            yield self.global_batch(m)[self.slice]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def augment_texts(
+    texts: Sequence[Sequence[str]], seed: int, micro_step: int, first_index: int = 0
+) -> list[list[str]]:
+    """CA-GCL augmentation of a (local) batch's texts, sample j seeded by (seed, step, j).
+
+    ``first_index`` is the global position of the first local sample (rank r: r * B/N), so every
+    process augments a sample exactly as a single process would.
+    """
+    out = []
+    for j, row in enumerate(texts):
+        rng = np.random.default_rng([int(seed), int(micro_step), first_index + j])
+        out.extend(augment_batch_texts([list(row)], rng))
+    return out
+
+
+@dataclass(frozen=True)
+class DiagnosisDictionary:
+    """The abnormal sentences of all anatomies, their anatomy index, and the exclusion rule."""
+
+    entries: tuple[DictionaryEntry, ...]
+
+    @classmethod
+    def build(cls, num_anatomies: int = len(ANATOMY_NAMES)) -> DiagnosisDictionary:
+        """Every catalog anatomy's dictionary (``text.findings.dictionary_entries``)."""
+        names = set(ANATOMY_NAMES[:num_anatomies])
+        return cls(tuple(e for e in dictionary_entries() if e.anatomy in names))
+
+    @property
+    def sentences(self) -> list[str]:
+        return [e.sentence for e in self.entries]
+
+    def anatomy_index(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(M,) long anatomy index 0..K-1 of each sentence."""
+        idx = [ANATOMY_NAMES.index(e.anatomy) for e in self.entries]
+        return torch.tensor(idx, dtype=torch.long, device=device)
+
+    def exclude(
+        self, texts: Sequence[Sequence[str]], device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """(B, K, M) bool: sentence m describes a finding of sample b's anatomy k (full texts)."""
+        mask = exclusion_mask([list(r) for r in texts], self.entries)
+        return torch.from_numpy(mask).to(device)

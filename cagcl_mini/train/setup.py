@@ -1,0 +1,130 @@
+"""Which model and which data a config means, answered once: :func:`model_for`,
+:func:`dataset_for` and :func:`load_model`, used by the trainer, the evaluate command, the claims,
+the probes and the notebooks alike; plus the device, the learning-rate schedule and the optimiser
+groups of a run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cagcl_mini.data.dataset import CTReportDataset
+from cagcl_mini.layout import check_split
+from cagcl_mini.nn.model import AnatomyCLIP
+from cagcl_mini.nn.text_cache import attach_prefix_cache
+from cagcl_mini.phantom.build import ensure_dataset
+from cagcl_mini.train import checkpoint as ckpt
+from cagcl_mini.train import distributed as dist_utils
+from cagcl_mini.train.config import TrainConfig, resolve_config
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if available, then Apple MPS, then CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    Linear warmup ``(step + 1) / warmup`` over the first ``warmup`` steps, then a cosine from 1
+    down to ``min_ratio`` at the last step.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: AnatomyCLIP, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: text-transformer layers at ``text_lr``, the rest at ``lr``; no weight decay
+    on biases, norms and the temperature / bias scalars."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_text = name.startswith("text_encoder.")
+        decay = p.ndim >= 2
+        groups.setdefault((is_text, decay), []).append(p)
+    out = []
+    for (is_text, decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": config.text_lr if is_text else config.lr,
+                "weight_decay": config.weight_decay if decay else 0.0,
+                "name": ("text" if is_text else "main") + ("" if decay else "_no_decay"),
+            }
+        )
+    return out
+
+
+def model_for(
+    config: TrainConfig | str | Path, *, seed: int | None = None, for_training: bool = False
+) -> AnatomyCLIP:
+    """The model of ``config`` initialised from ``seed`` (default ``config.seed``).
+
+    In eval mode, unless ``for_training``: then in train mode, with the frozen-prefix text cache
+    attached (``config.text_prefix_cache``) and the SigLIP bias frozen when no sigmoid term uses
+    it (so the optimiser and DDP never see an unused parameter).
+    """
+    config = resolve_config(config)
+    torch.manual_seed(config.seed if seed is None else int(seed))
+    model = AnatomyCLIP(config.model_config())
+    if not for_training:
+        return model.eval()
+    if config.text_prefix_cache:
+        attach_prefix_cache(model.text_encoder)
+    if not any(term.startswith("sigmoid") for term in config.loss_weights()):
+        model.logit_bias.requires_grad_(False)
+    return model.train()
+
+
+def dataset_for(
+    config: TrainConfig | str | Path,
+    split: str = "train",
+    *,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    info: dist_utils.DistInfo | None = None,
+    progress: bool = False,
+) -> CTReportDataset:
+    """The ``split`` of a config's data, at its image size and cache.
+
+    The data is ``root``, else ``config.data_root``, else the embedded phantom dataset of
+    ``config.phantom_spec()``, built on demand (under torchrun rank 0 builds it while the others
+    wait at a barrier).
+    """
+    config = resolve_config(config)
+    check_split(split)
+    root = root if root is not None else config.data_root
+    if root is None:
+        info = info or dist_utils.DistInfo()
+        spec = config.phantom_spec()
+        if info.is_main:
+            root = ensure_dataset(None, spec, progress=progress)
+        dist_utils.barrier(info)
+        if not info.is_main:
+            root = ensure_dataset(None, spec, progress=False)
+    size = config.image_size if image_size is None else int(image_size)
+    return CTReportDataset(root, split, size=size, cache=config.data_cache)
+
+
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[AnatomyCLIP, TrainConfig]:
+    """Rebuild the trained model of a checkpoint (``weights_only=True``), in eval mode."""
+    state = ckpt.load_checkpoint(checkpoint_path)
+    config = TrainConfig.from_dict(state["config"], source=str(checkpoint_path))
+    model = model_for(config)
+    model.load_checkpoint_state_dict(state["model"])
+    return model.to(device).eval(), config

@@ -1,0 +1,94 @@
+"""The claims harness: verdict logic on constructed numbers, aggregation over seeds, and one tiny
+real fvlm-vs-cagcl comparison (2 steps, 32^3) that checks the shapes of the result and the reuse of
+finished runs. The real claims bench (minutes) is never run here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers_train import FROZEN_MODEL, tiny_config
+
+from cagcl_mini.experiments import claims
+from cagcl_mini.phantom.build import make_dataset
+from cagcl_mini.train import loop as train_mod
+from cagcl_mini.train.setup import dataset_for, model_for
+
+
+def _agg(cos: list[float], std: list[float], auc: list[float], share: float = 0.0) -> dict:
+    runs = [
+        {
+            "seed": i,
+            "cross_anatomy_text_cos_mean": c,
+            "prompt_auc_std": s,
+            "macro_auc": a,
+            "share_above_0.9": share,
+            "family_auc": {"fvlm": a, "ctclip": a},
+        }
+        for i, (c, s, a) in enumerate(zip(cos, std, auc, strict=True))
+    ]
+    return claims.aggregate(runs)
+
+
+def test_aggregate_means_stds_and_per_seed_lists():
+    agg = _agg([0.9, 0.8, 0.7], [0.02, 0.04, 0.06], [0.6, 0.7, 0.8])
+    assert agg["cross_anatomy_text_cos_mean"] == pytest.approx(0.8)
+    assert agg["cross_anatomy_text_cos_mean_std"] == pytest.approx(0.1)  # sample std over seeds
+    assert agg["per_seed"]["seed"] == [0, 1, 2]
+    assert agg["per_seed"]["macro_auc"] == [0.6, 0.7, 0.8]
+    assert agg["family_auc"]["ctclip"] == pytest.approx(0.7)
+
+
+def test_verdicts_follow_the_three_claims_on_means_and_per_seed():
+    fvlm = _agg([0.95, 0.93, 0.94], [0.020, 0.020, 0.020], [0.80, 0.80, 0.80], share=0.9)
+    cagcl = _agg([0.05, 0.95, 0.04], [0.005, 0.015, 0.008], [0.95, 0.85, 0.92])
+    out = claims.verdicts(fvlm, cagcl)
+    assert out["n_seeds"] == 3
+    assert out["a"] == {
+        "holds": True, "seeds": 2, "fvlm_share_above_0.9": 0.9, "cagcl_share_above_0.9": 0.0
+    }  # fmt: skip
+    # b: 0.015 > 0.5 * 0.02 in seed 1; the means 0.00933 / 0.02 = 0.47 hold
+    assert out["b"]["holds"] and out["b"]["seeds"] == 2
+    assert out["b"]["ratio"] == pytest.approx((0.005 + 0.015 + 0.008) / 3 / 0.02)
+    # c: seed 1 reaches only 0.85; the mean 0.907 >= 0.9 and above fvlm
+    assert out["c"]["holds"] and out["c"]["seeds"] == 2 and out["c_above_fvlm"]["seeds"] == 3
+    worse = _agg([0.96, 0.96, 0.96], [0.03, 0.03, 0.03], [0.7, 0.7, 0.7])
+    out = claims.verdicts(fvlm, worse)
+    assert not out["a"]["holds"] and not out["b"]["holds"] and not out["c"]["holds"]
+    assert out["c_above_fvlm"]["seeds"] == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims_data") / "phantom"
+    return make_dataset(root, n_train=8, n_valid=6, size=32, seed=0, workers=1, progress=False)
+
+
+def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, monkeypatch):
+    base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
+    result = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")
+    assert set(result) == {"fvlm", "cagcl", "claims", "runs"}
+    for name in ("fvlm", "cagcl"):
+        agg = result[name]
+        assert agg["per_seed"]["seed"] == [1]
+        for key in claims.HEADLINE:
+            assert key in agg and f"{key}_std" in agg and len(agg["per_seed"][key]) == 1
+        cos = agg["per_seed"]["cross_anatomy_text_cos_mean"]
+        assert all(-1.0 <= c <= 1.0 for c in cos)
+        runs = result["runs"][name]
+        assert [r["seed"] for r in runs] == [1] and all(r["train_seconds"] > 0 for r in runs)
+    assert len(list((tmp_path / "runs").glob("*/final.pt"))) == 2
+    # the same call again reuses every finished run
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: pytest.fail("trained again"))
+    again = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")
+    a, b = (r["fvlm"]["per_seed"]["cross_anatomy_text_cos_mean"] for r in (result, again))
+    assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_claim_metrics_of_an_untrained_model(tiny_data):
+    config = tiny_config(tiny_data, None, model=FROZEN_MODEL)
+    valid = dataset_for(config, "valid")
+    model = model_for(config, seed=3)
+    metrics = claims.claim_metrics(model, valid)
+    assert math.isnan(metrics["macro_auc"]) or 0.0 <= metrics["macro_auc"] <= 1.0
+    assert set(metrics["family_auc"]) >= {"fvlm", "ctclip"}

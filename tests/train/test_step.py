@@ -1,0 +1,82 @@
+"""One training step reads batch -> model -> losses: the model's forward returns the losses' inputs
+by name, and ``fit`` and ``bench train`` take the very same step."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config
+
+from cagcl_mini.bench import train as train_bench
+from cagcl_mini.data.dataset import collate
+from cagcl_mini.losses.objective import DIFFERENTIABLE_KEYS, INPUT_KEYS, PER_SAMPLE_KEYS
+from cagcl_mini.losses.objective import compute_losses
+from cagcl_mini.train.batches import GlobalBatchSampler
+from cagcl_mini.train.log import read_log
+from cagcl_mini.train.loop import fit
+from cagcl_mini.train.setup import dataset_for, model_for
+from cagcl_mini.train.step import Objective, check_finite, step_losses
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("step_data"))
+
+
+def _first_batch(config):
+    dataset = dataset_for(config, "train")
+    sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
+    return collate([dataset[i] for i in sampler.global_batch(0)])
+
+
+def test_forward_returns_loss_inputs_by_their_names(tiny_data):
+    config = tiny_config(tiny_data, None, model=FROZEN_MODEL, loss_preset="ctglip")
+    batch = _first_batch(config)
+    batch["texts"][0][1] = ""  # a present heart left undescribed
+    model = model_for(config, for_training=True)
+    objective = Objective.of(config)
+    out = model(batch, dictionary=objective.dictionary.sentences, with_prompts=True)
+    assert set(out) <= set(INPUT_KEYS)
+    assert set(out) == {
+        "v",
+        "t",
+        "present",
+        "logit_scale",
+        "logit_bias",
+        "dictionary",
+        "anatomy_text",
+    }
+    assert PER_SAMPLE_KEYS <= set(INPUT_KEYS) and DIFFERENTIABLE_KEYS <= PER_SAMPLE_KEYS
+    assert batch["present"][0, 1] and not out["present"][0, 1]  # present = in volume and described
+    assert not (out["present"] & ~batch["present"]).any()  # never present where the volume lacks it
+    losses = compute_losses(
+        config.loss_weights(),
+        {**out, "abnormal": batch["abnormal"], "texts": batch["texts"],
+         "dictionary_anatomy": objective.dictionary.anatomy_index()},
+    )  # fmt: skip
+    assert set(losses) == {"anatomy", "diagnosis", "total"}
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+
+
+def test_fit_and_the_benchmark_take_the_same_step(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path / "one", steps=1, checkpoint_every=0, model=FROZEN_MODEL,
+        loss_preset="cagcl",
+    )  # fmt: skip
+    logged = read_log(fit(config).log)[0]
+    model = model_for(config, for_training=True)
+    losses = step_losses(model, _first_batch(config), Objective.of(config), micro_step=0)
+    for term in ("local", "global"):
+        assert float(losses[term].detach()) == pytest.approx(logged[term], abs=1e-5), term
+    assert float(losses["total"].detach()) == pytest.approx(logged["loss"], abs=1e-5)
+    times = train_bench.step_times(config.replace(loss_preset="fvlm"), cached=True, steps=2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_a_non_finite_term_names_the_step_term_and_volumes():
+    losses = {"local": torch.tensor(0.5), "global": torch.tensor(float("inf"))}
+    losses["total"] = losses["local"] + losses["global"]
+    with pytest.raises(FloatingPointError, match=r"step 7: term 'global' = inf \(volumes a, b\)"):
+        check_finite(losses, 7, ["a", "b"])
