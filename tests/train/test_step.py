@@ -11,8 +11,12 @@ from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config
 
 from cagcl_mini.bench import train as train_bench
 from cagcl_mini.data.dataset import collate
-from cagcl_mini.losses.objective import DIFFERENTIABLE_KEYS, INPUT_KEYS, PER_SAMPLE_KEYS
-from cagcl_mini.losses.objective import compute_losses
+from cagcl_mini.losses.objective import (
+    DIFFERENTIABLE_KEYS,
+    INPUT_KEYS,
+    PER_SAMPLE_KEYS,
+    compute_losses,
+)
 from cagcl_mini.train.batches import GlobalBatchSampler
 from cagcl_mini.train.log import read_log
 from cagcl_mini.train.loop import fit
