@@ -1,4 +1,4 @@
-"""Writing files so that nothing is lost: atomic writes, strict JSON, hashes, a folder lock.
+"""Writing files so that nothing is lost: atomic writes, CSV upserts, strict JSON, hashes, a lock.
 
 Atomic means a reader (or a run killed half-way) never sees half a file: every write goes to a
 temporary name in the same folder (same file system) and is renamed over the target. Temporary
@@ -15,11 +15,12 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 try:
     import fcntl
@@ -71,6 +72,40 @@ def atomic_write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path | None
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def upsert_rows(
+    path: str | Path,
+    rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+    key: str = "VolumeName",
+    sort_key: Callable[[str], Any] | None = None,
+) -> Path:
+    """Insert or replace rows (matched on ``key``) in the CSV at ``path``, written atomically.
+
+    Rows already there for other keys stay, so several runs add up. Columns missing on either side
+    are left empty. The table is ordered by ``sort_key`` of the key column (CT-RATE tables pass
+    ``layout.natural_key``, which this base module may not import), else kept in file order with
+    new keys last.
+    """
+    new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if key not in new.columns:
+        raise ValueError(f"rows for {path} have no {key!r} column")
+    path = Path(path)
+    if path.is_file():
+        old = pd.read_csv(path)
+        if key not in old.columns:
+            raise ValueError(f"{path} has no {key!r} column; it is not a CT-RATE table")
+        old = old[~old[key].isin(new[key])]
+        columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
+        merged = pd.concat([old, new], ignore_index=True)[columns]
+    else:
+        merged = new
+    if sort_key is not None:
+        order = sorted(range(len(merged)), key=lambda i: sort_key(merged[key].iloc[i]))
+        merged = merged.iloc[order].reset_index(drop=True)
+    with atomic_path(path) as tmp:
+        merged.to_csv(tmp, index=False)
+    return path
 
 
 def jsonable(obj: Any) -> Any:

@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
+from cagcl_mini.bench.timing import median_time
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.train.batches import GlobalBatchSampler
 from cagcl_mini.train.config import TrainConfig, preset
@@ -49,6 +52,83 @@ def throughput(config: TrainConfig, steps: int, warmup: int) -> dict[str, float]
     seconds = sum(r["seconds"] for r in rows)
     volumes = config.batch_size * config.grad_accum * len(rows)
     return {"volumes_per_s": volumes / seconds, "step_seconds": seconds / len(rows)}
+
+
+# The record_function labels of a step (train/loop.py, train/step.py, nn/model.py): the top-level
+# phases sum to the step; vision / pooling / text are the parts of "forward".
+PHASES: tuple[str, ...] = ("data", "augment", "forward", "losses", "backward", "optimizer")
+FORWARD_PARTS: tuple[str, ...] = ("vision", "pooling", "text")
+
+
+def profile_step(config: TrainConfig, steps: int = 10, warmup: int | None = None) -> dict[str, Any]:
+    """Where a steady-state training step's time goes, and how many operations it does.
+
+    The text caches fill during the first epoch, so the phases are measured on ``steps`` steps
+    after ``warmup`` steps (default: one epoch): ``fit`` runs under ``torch.profiler`` for
+    ``warmup`` and for ``warmup + steps`` steps (the same seeded run twice) and the difference of
+    the two gives each labelled phase's CPU milliseconds per step, and what no label covers
+    (``other_ms``: logging, progress, Python between the phases). The FLOPs of one forward +
+    backward (``torch.utils.flop_counter``: convolutions and matrix products) give the GFLOP/s
+    the step's wall time achieves; the vision encoder's forward + backward is also timed alone.
+    """
+    config = config.replace(checkpoint_every=0, progress=False)
+    if warmup is None:
+        warmup = max(1, config.n_train // config.batch_size)
+    labels = PHASES + FORWARD_PARTS
+    totals, rows = {}, []
+    with tempfile.TemporaryDirectory(prefix="cagcl-profile-") as tmp:
+        for n in (warmup, warmup + steps):
+            run = config.replace(steps=n, warmup_steps=min(config.warmup_steps, n))
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                result = fit(run.replace(out_dir=str(Path(tmp) / f"run{n}")), progress=False)
+            totals[n] = {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages()}
+            rows = read_log(result.log)
+    step_ms = 1e3 * statistics.fmean(r["seconds"] for r in rows[warmup:])
+    phases = {
+        name: round(
+            (totals[warmup + steps].get(name, 0.0) - totals[warmup].get(name, 0.0)) / steps, 2
+        )
+        for name in labels
+    }
+    work = step_work(config)
+    return {
+        "step_ms": round(step_ms, 2),
+        "phase_ms": phases,
+        "other_ms": round(step_ms - sum(phases[p] for p in PHASES), 2),
+        "gflop_per_step": round(work["flops"] / 1e9, 3),
+        "gflop_per_s": round(work["flops"] / 1e9 / (step_ms / 1e3), 1),
+        "vision_fwd_bwd_ms": round(1e3 * work["vision_seconds"], 2),
+        "vision_gflop": round(work["vision_flops"] / 1e9, 3),
+        "vision_gflop_per_s": round(work["vision_flops"] / 1e9 / work["vision_seconds"], 1),
+        "profiled_steps": steps,
+        "warmup_steps": warmup,
+    }
+
+
+def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
+    """FLOPs of one forward + backward of ``config``'s training step, and of its vision encoder
+    alone (``torch.utils.flop_counter.FlopCounterMode``), with the encoder's median seconds."""
+    dataset = dataset_for(config, "train")
+    model = model_for(config, for_training=True)
+    sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
+    batch = collate([dataset[i] for i in sampler.global_batch(0)])
+    objective = Objective.of(config)
+    step_losses(model, batch, objective)  # fills the text caches, as in steady state
+    with FlopCounterMode(display=False) as counter:
+        step_losses(model, batch, objective)["total"].backward()
+    flops = counter.get_total_flops()
+
+    def vision_step() -> None:
+        model.image_features(batch["image"]).sum().backward()
+
+    with FlopCounterMode(display=False) as counter:
+        vision_step()
+    seconds = median_time(vision_step, repeats=repeats, warmup=1)
+    return {
+        "flops": float(flops),
+        "vision_flops": float(counter.get_total_flops()),
+        "vision_seconds": seconds,
+    }
 
 
 def step_times(config: TrainConfig, cached: bool, steps: int) -> list[float]:
@@ -99,6 +179,7 @@ def run_train_bench(
     prefix_on = statistics.median(step_times(partial, True, timed))
     prefix_off = statistics.median(step_times(partial, False, timed))
     return {
+        "profile": profile_step(base),
         "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
         "volumes_per_s_runs": [round(r["volumes_per_s"], 3) for r in runs],
         "step_seconds": statistics.median(r["step_seconds"] for r in runs),

@@ -4,12 +4,20 @@
 
     cagcl-mini evaluate --checkpoint RUN/final.pt [--data DIR] [--split valid] [--json OUT]
     cagcl-mini evaluate --untrained [--config cpu-quick|FILE.yaml] [--seed 0] ...
+    cagcl-mini evaluate ... --prompts PROMPTS.yaml [--prompts-only] [--family NAME]
 
 The data defaults to the run's own (``TrainConfig.data_root``, else the embedded phantom dataset,
 built on demand) at the run's ``image_size``. The honest thresholds come from the ``train`` split
 (``--no-honest`` skips embedding it). The JSON (strict: NaN written as null) goes to ``--json``,
 else next to the checkpoint as ``eval_<split>.json``; it holds
 :func:`~cagcl_mini.evaluation.evaluate.evaluate_model`'s dict plus a ``meta`` block.
+
+``--prompts FILE`` reads prompt families (templates and per-abnormality prompt pairs; the format
+is in :mod:`cagcl_mini.evaluation.prompts`, an example in ``examples/prompts.yaml``) and adds them
+to the prompt-robustness table after the built-in ``--families``; ``--prompts-only`` leaves the
+built-in ones out. ``--family`` may then name a file family for the detection table. The file is
+read before any model or dataset is loaded; a malformed one is a one-line error naming its line
+and key, exit status 2. The file's prompts are copied into ``meta.prompt_families``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cagcl_mini.anatomy import prompt_family_names
+from cagcl_mini.evaluation.prompts import PromptFamily, load_prompts
 
 HELP = "zero-shot evaluation of a checkpoint"
 GRIDS = ("unit", "range")  # evaluation.metrics.GRIDS, named here so --help needs no sklearn
@@ -37,16 +46,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-honest", action="store_true",
                    help="skip the train split (no thresholds picked on training scores)")  # fmt: skip
     p.add_argument("--image-size", type=int, default=None, help="default: the run's image_size")
-    p.add_argument("--family", default="fvlm", choices=list(prompt_family_names()),
-                   help="prompt family of the detection table")  # fmt: skip
-    p.add_argument("--families", nargs="+", default=list(prompt_family_names()),
-                   choices=list(prompt_family_names()), help="families for prompt robustness")  # fmt: skip
+    p.add_argument("--family", default="fvlm",
+                   help=f"prompt family of the detection table: {', '.join(prompt_family_names())}"
+                        " or, with --prompts, one of the file's (default: %(default)s)")  # fmt: skip
+    p.add_argument("--families", nargs="+", default=None, choices=list(prompt_family_names()),
+                   help="built-in families for prompt robustness (default: all)")  # fmt: skip
+    p.add_argument("--prompts", type=Path, default=None, metavar="FILE.yaml",
+                   help="prompt families from a YAML file (see examples/prompts.yaml), added to "
+                        "the prompt-robustness table")  # fmt: skip
+    p.add_argument("--prompts-only", action="store_true",
+                   help="with --prompts: the robustness table holds the file's families only")  # fmt: skip
     p.add_argument("--grid", default="unit", choices=list(GRIDS),
                    help="threshold grid: linspace(0,1,100) or over the score range")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16, help="volumes per forward pass")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--limit", type=int, default=None, help="only the first N volumes per split")
     p.add_argument("--json", type=Path, default=None, help="output JSON path")
+
+
+def _prompt_families(
+    args: argparse.Namespace,
+) -> tuple[str | PromptFamily, list[str | PromptFamily], dict[str, PromptFamily]]:
+    """(detection family, robustness families, the file's families) of the options; light, so
+    a bad file or name is reported before anything heavy loads."""
+    from_file = {} if args.prompts is None else load_prompts(args.prompts)
+    if args.prompts_only and args.prompts is None:
+        raise ValueError("--prompts-only needs --prompts FILE.yaml")
+    if args.prompts_only and args.families is not None:
+        raise ValueError("--families picks built-in families; leave it out with --prompts-only")
+    builtin = (
+        [] if args.prompts_only else list(dict.fromkeys(args.families or prompt_family_names()))
+    )
+    if args.family in from_file:
+        family: str | PromptFamily = from_file[args.family]
+    elif args.family in prompt_family_names():
+        family = args.family
+    else:
+        names = ", ".join([*prompt_family_names(), *from_file])
+        raise ValueError(
+            f"unknown prompt family {args.family!r} for --family; choose one of {names}"
+        )
+    return family, [*builtin, *from_file.values()], from_file
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -81,6 +121,12 @@ def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; returns the exit status (2 for a missing or unreadable input)."""
+    try:
+        family, families, from_file = _prompt_families(args)
+    except (OSError, ValueError) as exc:
+        print(f"cagcl-mini evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
     from cagcl_mini.evaluation.evaluate import evaluate_model, format_report  # heavy (see above)
     from cagcl_mini.fileio import write_json
 
@@ -93,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         model.to(args.device)
     results = evaluate_model(
-        model, valid, train, family=args.family, families=args.families, grid=args.grid,
+        model, valid, train, family=family, families=families, grid=args.grid,
         batch_size=args.batch_size,
     )  # fmt: skip
     results["meta"] = {
@@ -103,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "family": args.family,
         "grid": args.grid,
+        "prompts": None if args.prompts is None else str(args.prompts),
+        "prompts_only": bool(args.prompts_only),
+        "prompt_families": {name: fam.to_dict() for name, fam in from_file.items()},
         "config": config.to_dict(),
     }
     print(format_report(results))

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cagcl_mini.cli import bench, evaluate, make_data, notebooks, train
+from cagcl_mini.cli import bench, evaluate, import_dicom, make_data, notebooks, train
 
 COMMANDS = {
     "make-data": make_data,
+    "import-dicom": import_dicom,
     "notebooks": notebooks,
     "train": train,
     "evaluate": evaluate,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cagcl_mini.paths import default_data_dir
 from cagcl_mini.phantom.build import make_dataset
+from cagcl_mini.phantom.findings import DIFFICULTIES
 from cagcl_mini.phantom.plan import PhantomSpec
 
 HELP = "write the embedded synthetic CT-report dataset"
@@ -23,11 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, default=defaults.size, help="edge length of the cubic volumes"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same bytes")
+    parser.add_argument(
+        "--difficulty", choices=DIFFICULTIES, default=defaults.difficulty,
+        help="tutorial: every finding visible to a supervised model at the tutorial budget; "
+        "realistic: subtle findings",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = PhantomSpec(args.n_train, args.n_valid, args.size, args.seed)
+    spec = PhantomSpec(args.n_train, args.n_valid, args.size, args.seed, args.difficulty)
     root = make_dataset(args.out or default_data_dir(), spec, workers=args.workers)
     print(f"dataset ready at {root}")
     return 0

@@ -2,8 +2,8 @@
 
 The steps (MONAI dictionary transforms over ``image`` and ``anatomy``):
 
-1. ``LoadImaged`` with the nibabel reader, wrapped so a damaged file raises
-   :class:`DataError` "<file> is corrupt or truncated: <reason>"; then ``EnsureChannelFirstd``.
+1. :class:`SafeLoadImaged`: the nibabel reader, so a damaged file raises :class:`DataError`
+   "<file> is corrupt or truncated: <reason>"; then ``EnsureChannelFirstd``.
 2. :class:`CheckPaird`: the label map must have the CT's shape and affine (within
    ``AFFINE_ATOL`` mm), else an error naming both files and both shapes/affines.
 3. :class:`MetadataSpacingd`: CT-RATE's original volumes carry a placeholder 1 mm voxel size in the
@@ -38,12 +38,12 @@ from monai.data import MetaTensor, NibabelReader
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
-    LoadImaged,
     MapTransform,
     Orientationd,
     Resized,
     ScaleIntensityRanged,
 )
+from monai.utils import ImageMetaKey
 
 from cagcl_mini.anatomy import TOTALSEG_MAX_ID, TOTALSEG_TO_ANATOMY
 from cagcl_mini.errors import DataError, LayoutWarning
@@ -75,25 +75,31 @@ class ScalingNibabelReader(NibabelReader):
 
 
 class SafeLoadImaged(MapTransform):
-    """``LoadImaged`` (nibabel reader) that names the file when it cannot be read."""
+    """Read NIfTI files with :class:`ScalingNibabelReader` into MetaTensors, naming the file when
+    one cannot be read.
+
+    This is what MONAI's ``LoadImaged`` does with one reader, without its registry of every
+    installed reader (which constructs, and warns about, DICOM and other readers it never uses).
+    The CT is read as float32, the label map in its stored integer type.
+    """
 
     def __init__(self, keys: Sequence[str] = KEYS) -> None:
         super().__init__(keys)
-        # The CT as float32; the label map in its stored integer type.
-        self._loaders = {
-            key: LoadImaged(key, reader=ScalingNibabelReader(), image_only=True, dtype=dtype)
-            for key, dtype in zip(keys, (np.float32, None), strict=False)
-        }
+        self.reader = ScalingNibabelReader()
+        self.dtypes = dict(zip(keys, (np.float32, None), strict=False))
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            path = d[key]
+            path = str(d[key])
             try:
-                d = self._loaders[key](d)
-            except Exception as exc:  # nibabel/gzip/zlib/MONAI errors of an unreadable file
-                reason = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc
-                raise DataError(f"{path} is corrupt or truncated: {reason}") from exc
+                array, meta = self.reader.get_data(self.reader.read(path))
+            except Exception as exc:  # nibabel, gzip and zlib errors of an unreadable file
+                raise DataError(f"{path} is corrupt or truncated: {exc}") from exc
+            if self.dtypes.get(key) is not None:
+                array = array.astype(self.dtypes[key], copy=False)
+            meta[ImageMetaKey.FILENAME_OR_OBJ] = path
+            d[key] = MetaTensor.ensure_torch_and_prune_meta(array, meta)
         return d
 
 

@@ -6,6 +6,7 @@ The pieces, each in its own module of this package:
 - :mod:`~cagcl_mini.evaluation.embed`: :func:`embed_dataset` -> ``EmbeddedSplit`` (run the
   model once, ask many questions);
 - :mod:`~cagcl_mini.evaluation.zero_shot`: zero-shot detection and prompt-family robustness;
+- :mod:`~cagcl_mini.evaluation.prompts`: the user's prompt families, from a YAML file;
 - :mod:`~cagcl_mini.evaluation.metrics`: AUC, the closest-ROC-point threshold, thresholded metrics;
 - :mod:`~cagcl_mini.evaluation.collapse`: text-embedding collapse statistics;
 - :mod:`~cagcl_mini.evaluation.retrieval`: anatomy recognition and volume-report retrieval.
@@ -23,6 +24,7 @@ from cagcl_mini.anatomy import prompt_family_names
 from cagcl_mini.evaluation.collapse import split_text_embeddings, text_collapse_stats
 from cagcl_mini.evaluation.embed import EmbeddedSplit, as_embedded, model_scale
 from cagcl_mini.evaluation.metrics import METRICS
+from cagcl_mini.evaluation.prompts import PromptFamily
 from cagcl_mini.evaluation.retrieval import anatomy_recognition, retrieval_recall
 from cagcl_mini.evaluation.zero_shot import (
     DEFAULT_FAMILY,
@@ -44,8 +46,8 @@ def evaluate_model(
     valid: Any,
     train: Any = None,
     *,
-    family: str = DEFAULT_FAMILY,
-    families: Sequence[str] = prompt_family_names(),
+    family: str | PromptFamily = DEFAULT_FAMILY,
+    families: Sequence[str | PromptFamily] = prompt_family_names(),
     grid: str = "unit",
     batch_size: int = 16,
 ) -> dict[str, Any]:
@@ -53,9 +55,11 @@ def evaluate_model(
     :func:`cagcl_mini.fileio.write_json` writes it as strict JSON).
 
     ``valid`` / ``train`` are datasets or :class:`EmbeddedSplit`s; ``train`` only serves the
-    honest thresholds. Keys: ``summary`` (headline numbers), ``detection``,
-    ``prompt_robustness``, ``collapse``, ``anatomy_recognition``, ``retrieval``, ``n_volumes``,
-    ``logit_scale``.
+    honest thresholds. ``family`` (detection) and ``families`` (robustness) are built-in names
+    or :class:`~cagcl_mini.evaluation.prompts.PromptFamily` objects, such as
+    :func:`~cagcl_mini.evaluation.prompts.load_prompts` reads from a file; results name them.
+    Keys: ``summary`` (headline numbers), ``detection``, ``prompt_robustness``, ``collapse``,
+    ``anatomy_recognition``, ``retrieval``, ``n_volumes``, ``logit_scale``.
     """
     valid = as_embedded(model, valid, batch_size=batch_size)
     train = None if train is None else as_embedded(model, train, batch_size=batch_size)

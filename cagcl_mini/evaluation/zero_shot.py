@@ -14,6 +14,12 @@ over the 18 CT-RATE ones only (``macro_ct_rate``, comparable to the papers).
 
 Prompt robustness: the macro AUC of each prompt family; the spread is their mean and population
 standard deviation (``np.std``, ddof=0: the families are the whole set we ask about, not a sample).
+
+A family is a built-in name (``anatomy.prompt_family_names()``) or a
+:class:`~cagcl_mini.evaluation.prompts.PromptFamily` (the user's templates and pairs, such as
+``prompts.load_prompts(FILE.yaml)`` gives); results are keyed by the family's name. An ensemble
+family with several pairs for an abnormality scores with the re-normalised mean of the pairs'
+L2-normalised embeddings (CLIP's prompt ensembling), negatives and positives apart.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from scipy.special import expit
 
 from cagcl_mini.anatomy import (
@@ -34,10 +41,10 @@ from cagcl_mini.anatomy import (
     ANATOMY_NAMES,
     Abnormality,
     prompt_family_names,
-    prompt_pair,
 )
 from cagcl_mini.evaluation.embed import EmbeddedSplit, inference, model_scale
 from cagcl_mini.evaluation.metrics import METRICS, auc, both_classes, detection_metrics
+from cagcl_mini.evaluation.prompts import PromptFamily, as_family
 
 DEFAULT_FAMILY = "fvlm"
 MACRO_METRICS: tuple[str, ...] = ("auc", *METRICS, *(f"honest_{m}" for m in METRICS))
@@ -45,13 +52,37 @@ ABNORMALITY_LOOKUP: dict[str, Abnormality] = {ab.name: ab for ab in ABNORMALITIE
 
 
 def prompt_embeddings(
-    model: Any, family: str, abnormalities: Sequence[Abnormality] = ABNORMALITIES
+    model: Any,
+    family: str | PromptFamily,
+    abnormalities: Sequence[Abnormality] = ABNORMALITIES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(negative (M,E), positive (M,E)) prompt embeddings of ``abnormalities`` in ``family``."""
-    pairs = [prompt_pair(ab, family) for ab in abnormalities]
+    """(negative (M,E), positive (M,E)) prompt embeddings of ``abnormalities`` in ``family``.
+
+    One text-encoder call per family. An ensemble family averages each abnormality's pairs
+    (module docstring); a non-ensemble family with several pairs is refused, as its pairs are
+    separate families (``PromptFamily.expand``).
+    """
+    fam = as_family(family)
+    groups = [fam.prompts(ab) for ab in abnormalities]
+    averaged = fam.ensemble and fam.n_pairs > 1
+    if not averaged and any(len(g) > 1 for g in groups):
+        raise ValueError(
+            f"prompt family {fam.name!r} has several pairs for an abnormality but is no "
+            "ensemble: score its PromptFamily.expand() variants, or set ensemble=True"
+        )
     with inference(model):
-        emb = model.encode_text([p for pair in pairs for p in pair]).float().cpu()
-    return emb[0::2], emb[1::2]
+        emb = model.encode_text([p for g in groups for pair in g for p in pair]).float().cpu()
+    neg, pos = emb[0::2], emb[1::2]
+    if not averaged:
+        return neg, pos
+    sizes = [len(g) for g in groups]
+    return _ensemble_mean(neg, sizes), _ensemble_mean(pos, sizes)
+
+
+def _ensemble_mean(emb: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Rows grouped by ``sizes``: per group, the normalised mean of the normalised rows."""
+    chunks = torch.split(F.normalize(emb, dim=-1), list(sizes))
+    return F.normalize(torch.stack([c.mean(dim=0) for c in chunks]), dim=-1)
 
 
 def detection_scores(
@@ -166,46 +197,54 @@ def zero_shot_detection(
     model: Any,
     valid_split: EmbeddedSplit,
     train_split: EmbeddedSplit | None = None,
-    family: str = DEFAULT_FAMILY,
+    family: str | PromptFamily = DEFAULT_FAMILY,
     grid: str = "unit",
 ) -> DetectionResult:
-    """Zero-shot detection of every catalog abnormality with one prompt family.
+    """Zero-shot detection of every catalog abnormality with one prompt family (a built-in
+    name or a :class:`PromptFamily`; the result's ``family`` is its name).
 
     Thresholds: closest ROC point to (0, 1) on the validation scores, and (honest variant) on the
     ``train_split`` scores when given. ``grid`` is ``"unit"`` or ``"range"`` (metrics module).
     """
-    neg, pos = prompt_embeddings(model, family)
+    fam = as_family(family)
+    neg, pos = prompt_embeddings(model, fam)
     scale = model_scale(model)
     valid = detection_scores(valid_split, neg, pos, scale)
     train = None if train_split is None else detection_scores(train_split, neg, pos, scale)
-    return detection_from_scores(valid, train, family=family, grid=grid)
+    return detection_from_scores(valid, train, family=fam.name, grid=grid)
 
 
 def prompt_robustness(
     model: Any,
     split: EmbeddedSplit,
-    families: Sequence[str] = prompt_family_names(),
+    families: Sequence[str | PromptFamily] = prompt_family_names(),
 ) -> dict[str, Any]:
     """Macro AUC per prompt family, and their mean and population std (all findings / CT-RATE).
 
-    Returns ``families``, ``macro_auc`` {family: AUC}, ``macro_auc_ct_rate``, ``mean``, ``std``,
+    ``families`` are built-in names or :class:`PromptFamily` objects; a non-ensemble family with
+    several pairs per abnormality counts as its ``expand()`` variants. Returns ``families`` (the
+    names), ``macro_auc`` {family: AUC}, ``macro_auc_ct_rate``, ``mean``, ``std``,
     ``mean_ct_rate``, ``std_ct_rate`` and ``per_abnormality_auc`` {family: {abnormality: AUC}}.
     """
-    families = list(families)
-    if not families:
+    fams = [f for spec in families for f in as_family(spec).expand()]
+    if not fams:
         raise ValueError("prompt_robustness needs at least one prompt family")
+    names = [f.name for f in fams]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"prompt families are keyed by name; {', '.join(twice)} given twice")
     scale = model_scale(model)
     per: dict[str, dict[str, float]] = {}
     macro, macro_ct = {}, {}
-    for fam in families:
+    for fam in fams:
         neg, pos = prompt_embeddings(model, fam)
         scores = detection_scores(split, neg, pos, scale)
         aucs = {n: auc(s, y) for n, (s, y) in scores.items() if _skip_reason(y) is None}
-        per[fam] = aucs
-        macro[fam] = float(np.mean(list(aucs.values()))) if aucs else math.nan
+        per[fam.name] = aucs
+        macro[fam.name] = float(np.mean(list(aucs.values()))) if aucs else math.nan
         ct = [a for n, a in aucs.items() if ABNORMALITY_LOOKUP[n].ct_rate]
-        macro_ct[fam] = float(np.mean(ct)) if ct else math.nan
-    out: dict[str, Any] = {"families": families, "macro_auc": macro, "macro_auc_ct_rate": macro_ct}
+        macro_ct[fam.name] = float(np.mean(ct)) if ct else math.nan
+    out: dict[str, Any] = {"families": names, "macro_auc": macro, "macro_auc_ct_rate": macro_ct}
     for suffix, vals in (("", macro), ("_ct_rate", macro_ct)):
         arr = np.array([x for x in vals.values() if np.isfinite(x)])
         out[f"mean{suffix}"] = float(arr.mean()) if arr.size else math.nan

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from cagcl_mini.anatomy import ANATOMIES, NUM_ANATOMIES
 from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
@@ -149,14 +150,16 @@ class AnatomyCLIP(nn.Module):
         """``(v (B,K,E) L2-normalised, present (B,K) bool)`` from ``batch["image"]`` and
         ``batch["anatomy"]``; anatomies without a voxel get zero vectors."""
         image, anatomy = image_and_anatomy(batch, self.device)
-        features = self.image_features(image)
-        if self.attention_pool is not None:
-            pooled, present = self.attention_pool(features, anatomy)
-        else:
-            pooled, present = mean_mask_pool(
-                features, anatomy, self.config.num_anatomies, self.config.min_coverage
-            )
-        v = F.normalize(self.visual_proj(pooled), dim=-1)
+        with record_function("vision"):
+            features = self.image_features(image)
+        with record_function("pooling"):
+            if self.attention_pool is not None:
+                pooled, present = self.attention_pool(features, anatomy)
+            else:
+                pooled, present = mean_mask_pool(
+                    features, anatomy, self.config.num_anatomies, self.config.min_coverage
+                )
+            v = F.normalize(self.visual_proj(pooled), dim=-1)
         return v * present.unsqueeze(-1).to(v.dtype), present
 
     # ------------------------------------------------------------------ text side
@@ -227,9 +230,11 @@ class AnatomyCLIP(nn.Module):
         described = torch.tensor(
             [[bool(t) for t in row] for row in texts], dtype=torch.bool, device=self.device
         )
+        with record_function("text"):
+            t = self.encode_batch_texts(texts)
         out = {
             "v": v,
-            "t": self.encode_batch_texts(texts),
+            "t": t,
             "present": in_volume & described,
             "logit_scale": self.logit_scale,
             "logit_bias": self.logit_bias,

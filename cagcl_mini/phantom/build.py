@@ -30,6 +30,8 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +54,8 @@ class DatasetWriteError(OSError):
 
 
 def render_case(plan: CasePlan) -> RenderedVolume:
-    """The voxels of a planned volume."""
-    return render_volume(plan.seed_sequence(), plan.size, plan.findings)
+    """The voxels of a planned volume (at its site's slice thickness)."""
+    return render_volume(plan.seed_sequence(), plan.size, plan.findings, site=plan.site)
 
 
 def stored_values(hu: np.ndarray, intercept: int) -> np.ndarray:
@@ -193,9 +195,15 @@ def _render_all(
             for job in jobs:
                 done(_write_case(job))
         else:
-            with _pool_context().Pool(min(workers, len(jobs))) as pool:
-                for record in pool.imap_unordered(_write_case, jobs, chunksize=2):
-                    done(record)
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
+                for future in as_completed([pool.submit(_write_case, job) for job in jobs]):
+                    done(future.result())
+    except BrokenProcessPool as exc:
+        raise DatasetWriteError(
+            f"a worker process died while writing the dataset in {partial} ({exc}); run "
+            "`cagcl-mini make-data --workers 1` to see its error. From a script, build the "
+            "dataset under `if __name__ == \"__main__\":` (worker processes import the script)"
+        ) from None
     finally:
         bar.close()
     return records
@@ -210,7 +218,10 @@ def _write_tables(partial: Path, plans: list[CasePlan]) -> dict[str, dict[str, A
             "reports": csv_bytes(
                 report_columns, [[p.report[c] for c in report_columns] for p in mine]
             ),
-            "labels": csv_bytes(("VolumeName", *ALL_LABELS), [p.label_row() for p in mine]),
+            "labels": csv_bytes(
+                ("VolumeName", *(mine[0].label_columns() if mine else ALL_LABELS)),
+                [p.label_row() for p in mine],
+            ),
             "metadata": csv_bytes(
                 METADATA_COLUMNS, [[p.metadata[c] for c in METADATA_COLUMNS] for p in mine]
             ),
@@ -267,10 +278,12 @@ def make_dataset(
         partial = out.parent / f".{out.name}.partial"
         _prepare_partial(partial, params)
         plans = [
-            plan_case(spec.seed, "train", pid, spec.size) for pid in range(1, spec.n_train + 1)
+            plan_case(spec.seed, "train", pid, spec.size, spec.difficulty, spec.site)
+            for pid in range(1, spec.n_train + 1)
         ]
         plans += [
-            plan_case(spec.seed, "valid", pid, spec.size) for pid in range(1, spec.n_valid + 1)
+            plan_case(spec.seed, "valid", pid, spec.size, spec.difficulty, spec.site)
+            for pid in range(1, spec.n_valid + 1)
         ]
         kept = {p.name: r for p in plans if (r := _finished(partial, p)) is not None}
         todo = [p for p in plans if p.name not in kept]

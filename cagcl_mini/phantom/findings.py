@@ -28,6 +28,33 @@ from cagcl_mini.anatomy import ABNORMALITY_BY_NAME, ALL_LABELS
 from cagcl_mini.phantom.body import LUNG_IDS, TS, Body, Canvas
 from cagcl_mini.phantom.shapes import capsule, ellipsoid, rotation, smooth_field
 
+LUNG_HU = -850.0  # the lung parenchyma a lung finding's contrast is measured against
+
+
+DIFFICULTIES: tuple[str, ...] = ("tutorial", "realistic")
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How one difficulty shows one finding: the range its severity is drawn from, and
+    multipliers of its extent (size, count, thickness) and of its contrast to the tissue around."""
+
+    severity: tuple[float, float] = (0.0, 1.0)
+    extent: float = 1.0
+    contrast: float = 1.0
+
+
+# The tutorial difficulty, calibrated against what a supervised image tower sees at the tutorial
+# budget (README, "A calibrated phantom"); realistic is Visibility() for every finding.
+TUTORIAL: dict[str, Visibility] = {name: Visibility((0.6, 1.0)) for name in ALL_LABELS}
+
+
+def visibility(name: str, difficulty: str) -> Visibility:
+    """The :class:`Visibility` of finding ``name`` at ``difficulty`` (``tutorial``/``realistic``)."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    return TUTORIAL[name] if difficulty == "tutorial" else Visibility()
+
 
 @dataclass(frozen=True)
 class FindingSpec:
@@ -37,6 +64,8 @@ class FindingSpec:
     side: str  # "left" or "right" (used by sided findings and their report sentence)
     size: float  # in the unit of its report phrasing: mm, or cm for splenomegaly
     severity: float  # 0 subtle .. 1 obvious
+    extent: float = 1.0  # the difficulty's multiplier of extent (already applied to ``size``)
+    contrast: float = 1.0  # the difficulty's multiplier of contrast
 
     def size_text(self) -> str:
         """The size as the report writes it ("12" mm, or "14.5" cm for the spleen)."""
@@ -47,38 +76,59 @@ class FindingSpec:
         return phrasing.format(size=self.size_text(), side=self.side)
 
 
-def sample_spec(name: str, rng: np.random.Generator, body: Body) -> FindingSpec:
-    """Draw side, severity and size of one finding; sizes scale with severity where it matters."""
+def sample_spec(
+    name: str, rng: np.random.Generator, body: Body, difficulty: str = "realistic"
+) -> FindingSpec:
+    """Draw side, severity and size of one finding; sizes scale with severity where it matters.
+
+    The random draws are the same at every difficulty: ``tutorial`` maps them to its severity
+    range and extent, so a seed gives the same patient and the same findings, more visible.
+    """
     if name not in ABNORMALITY_BY_NAME:
         raise KeyError(f"unknown abnormality {name!r}; the catalog has {', '.join(ALL_LABELS)}")
-    sev = float(rng.uniform(0.0, 1.0))
+    vis = visibility(name, difficulty)
+    lo, hi = vis.severity
+    u = float(rng.uniform(0.0, 1.0))
+    sev = u if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * u
     side = "left" if rng.random() < 0.5 else "right"
     vox = body.spacing[0]
+    grow = vis.extent
+    semi = body.organs["spleen_semi"][2]
     sizes = {  # never below what the voxel grid can show
-        "Lung nodule": 2.0 * vox * rng.uniform(1.0, 3.0),
-        "Pleural effusion": max(10.0 + 50.0 * sev, 1.5 * vox),
-        "Pericardial effusion": max(5.0 + 15.0 * sev, 1.2 * vox),
-        "Lymphadenopathy": max(12.0 + 20.0 * sev, 2.0 * vox),
-        "Liver lesion": max(12.0 + 28.0 * sev, 2.2 * vox),
-        "Splenomegaly": 2.0 * body.organs["spleen_semi"][2] * (1.25 + 0.45 * sev) / 10.0,
-        "Renal cyst": max(10.0 + 20.0 * sev, 2.6 * vox),
+        "Lung nodule": 2.0 * vox * rng.uniform(1.0, 3.0) * grow,
+        "Pleural effusion": max(10.0 + 50.0 * sev, 1.5 * vox) * grow,
+        "Pericardial effusion": max(5.0 + 15.0 * sev, 1.2 * vox) * grow,
+        "Lymphadenopathy": max(12.0 + 20.0 * sev, 2.0 * vox) * grow,
+        "Liver lesion": max(12.0 + 28.0 * sev, 2.2 * vox) * grow,
+        "Splenomegaly": (
+            2.0 * semi * (1.25 + 0.45 * sev) / 10.0  # its normal length is 2 * semi
+            if grow == 1.0
+            else 2.0 * semi * (1.0 + (0.25 + 0.45 * sev) * grow) / 10.0
+        ),
+        "Renal cyst": max(10.0 + 20.0 * sev, 2.6 * vox) * grow,
     }
     size = float(np.round(sizes.get(name, 0.0), 1))
-    return FindingSpec(name=name, side=side, size=size, severity=sev)
+    return FindingSpec(name, side, size, sev, vis.extent, vis.contrast)
+
+
+def _toward(base: float, target: float, contrast: float) -> float:
+    """``target`` with its difference to ``base`` (the surrounding tissue) scaled by ``contrast``."""
+    return target if contrast == 1.0 else base + contrast * (target - base)
 
 
 def geometry_mods(specs: dict[str, FindingSpec], rngs: dict[str, np.random.Generator], body: Body):
     """Modifiers for the anatomy painters from the shape/density-changing findings."""
     mods: dict[str, Any] = {}
     if (s := specs.get("Cardiomegaly")) is not None:
-        mods["heart_scale"] = 1.12 + 0.25 * s.severity
+        grow = 0.12 + 0.25 * s.severity
+        mods["heart_scale"] = 1.12 + 0.25 * s.severity if s.extent == 1.0 else 1.0 + grow * s.extent
     if (s := specs.get("Pericardial effusion")) is not None:
         mods["pericardial_mm"] = s.size
         mods["pericardial_hu"] = float(rngs[s.name].uniform(0.0, 20.0))
     if (s := specs.get("Splenomegaly")) is not None:
         mods["spleen_scale"] = 10.0 * s.size / (2.0 * body.organs["spleen_semi"][2])
     if (s := specs.get("Hepatic steatosis")) is not None:
-        mods["liver_hu_delta"] = -(25.0 + 40.0 * s.severity)
+        mods["liver_hu_delta"] = -(25.0 + 40.0 * s.severity) * s.contrast
     if (s := specs.get("Hiatal hernia")) is not None:
         r = rngs[s.name]
         zd = body.dome_l + 0.5 * (body.dome_r - body.dome_l) - 15.0
@@ -87,7 +137,7 @@ def geometry_mods(specs: dict[str, FindingSpec], rngs: dict[str, np.random.Gener
             body.spine_y + body.spine_r + 22.0,
             zd + r.uniform(5, 20),
         )
-        semi = np.array([20.0, 18.0, 20.0]) + s.severity * np.array([15.0, 12.0, 15.0])
+        semi = (np.array([20.0, 18.0, 20.0]) + s.severity * np.array([15.0, 12.0, 15.0])) * s.extent
         mods["hernia"] = (center, semi * r.uniform(0.9, 1.1, 3), -950.0, r.uniform(10, 30))
     return mods
 
@@ -134,7 +184,8 @@ def _nodule(c, s, rng):
     p = _pick(_lung_points(c, s.side), rng)
     if p is not None:
         r = s.size / 2.0
-        _blob(c, p, (r, r, r), -350.0 + 400.0 * s.severity + rng.uniform(-30, 30))
+        hu = _toward(LUNG_HU, -350.0 + 400.0 * s.severity, s.contrast) + rng.uniform(-30, 30)
+        _blob(c, p, (r, r, r), min(hu, 80.0) if s.contrast != 1.0 else hu)
 
 
 def _pleural_effusion(c, s, rng):
@@ -146,7 +197,7 @@ def _pleural_effusion(c, s, rng):
     if found is None:
         return
     sl, (x, y, z) = found
-    height = 40.0 + 60.0 * s.severity
+    height = (40.0 + 60.0 * s.severity) * s.extent
     mask = (y < lo[1] + s.size) & (z < lo[2] + height) & ((x < 0) == (s.side == "left"))
     c.paint(sl, mask, rng.uniform(5.0, 20.0), only=LUNG_IDS)
 
@@ -154,10 +205,10 @@ def _pleural_effusion(c, s, rng):
 def _emphysema(c, s, rng):
     pts = _lung_points(c)
     upper = pts[pts[:, 2] > np.median(pts[:, 2])] if len(pts) else pts
-    for _ in range(3 + int(8 * s.severity)):
+    for _ in range(3 + int(8 * s.severity * s.extent)):
         p = _pick(upper, rng)
         if p is not None:
-            r = rng.uniform(8.0, 22.0)
+            r = rng.uniform(8.0, 22.0) * s.extent
             _blob(c, p, (r, r, r * 0.8), rng.uniform(-995.0, -960.0 + 20.0 * (1 - s.severity)))
 
 
@@ -167,16 +218,20 @@ def _atelectasis(c, s, rng):
         return
     base = pts[(pts[:, 2] < pts[:, 2].min() + 45.0) & (pts[:, 1] < pts[:, 1].min() + 45.0)]
     p = _pick(base if len(base) else pts, rng)
-    semi = (rng.uniform(25, 45), rng.uniform(6, 12), rng.uniform(8, 16))
-    _blob(c, p, semi, -250.0 + 280.0 * s.severity, rot=rotation(z_deg=rng.uniform(-40, 40)))
+    semi = tuple(
+        v * s.extent for v in (rng.uniform(25, 45), rng.uniform(6, 12), rng.uniform(8, 16))
+    )
+    hu = _toward(LUNG_HU, -250.0 + 280.0 * s.severity, s.contrast)
+    _blob(c, p, semi, hu, rot=rotation(z_deg=rng.uniform(-40, 40)))
 
 
 def _opacity(c, s, rng):
     for _ in range(1 + int(rng.integers(0, 3))):
         p = _pick(_lung_points(c, s.side), rng)
         if p is not None:
-            r = rng.uniform(15.0, 35.0) * (0.6 + 0.6 * s.severity)
-            _blob(c, p, (r, r * 0.9, r * 0.8), -650.0 + 250.0 * s.severity, op="max")
+            r = rng.uniform(15.0, 35.0) * (0.6 + 0.6 * s.severity) * s.extent
+            hu = _toward(LUNG_HU, -650.0 + 250.0 * s.severity, s.contrast)
+            _blob(c, p, (r, r * 0.9, r * 0.8), hu, op="max")
 
 
 def _consolidation(c, s, rng):
@@ -185,23 +240,24 @@ def _consolidation(c, s, rng):
     p = _pick(low, rng)
     if p is None:
         return
-    r = rng.uniform(15.0, 30.0) * (0.7 + 0.5 * s.severity)
+    r = rng.uniform(15.0, 30.0) * (0.7 + 0.5 * s.severity) * s.extent
     _blob(c, p, (r, r * 0.85, r * 0.9), rng.uniform(-20.0, 45.0) - 150.0 * (1 - s.severity))
     d = _unit(rng)
     _rod(c, p - 0.7 * r * d, p + 0.7 * r * d, 2.5, -850.0)  # air bronchogram
 
 
 def _fibrosis(c, s, rng):
-    for _ in range(3 + int(4 * s.severity)):
+    for _ in range(3 + int(4 * s.severity * s.extent)):
         p = _pick(_lung_points(c, s.side), rng)
         if p is not None:
             q = p + _unit(rng) * rng.uniform(25.0, 50.0)
-            _rod(c, p, q, rng.uniform(3.5, 5.5), -200.0 + 200.0 * s.severity, op="max")
+            hu = _toward(LUNG_HU, -200.0 + 200.0 * s.severity, s.contrast)
+            _rod(c, p, q, rng.uniform(3.5, 5.5) * s.extent, hu, op="max")
 
 
 def _mosaic(c, s, rng):
-    f = smooth_field(rng, c.grid.n, max(3, c.grid.n // 10))
-    delta = np.float32(40.0 + 80.0 * s.severity)
+    f = smooth_field(rng, c.grid.n, max(3, int(c.grid.n // (10 * s.extent))))
+    delta = np.float32((40.0 + 80.0 * s.severity) * s.contrast)
     lung = (c.lab >= LUNG_IDS[0]) & (c.lab <= LUNG_IDS[-1])
     c.paint(np.s_[:], lung, c.hu + np.where(f > 0, delta, -delta))
 
@@ -221,15 +277,17 @@ def _bronchi(c, s, rng, count, wall_r, wall_hu, lumen_r, lumen_hu, sides):
 
 
 def _peribronchial(c, s, rng):
-    wall = rng.uniform(4.0, 6.0) + 3.0 * s.severity
-    _bronchi(c, s, rng, 3 + int(3 * s.severity), wall, -150.0 + 120.0 * s.severity,
+    wall = (rng.uniform(4.0, 6.0) + 3.0 * s.severity) * s.extent
+    hu = _toward(LUNG_HU, -150.0 + 120.0 * s.severity, s.contrast)
+    _bronchi(c, s, rng, 3 + int(3 * s.severity * s.extent), wall, hu,
              rng.uniform(1.5, 2.5), -950.0, ("left", "right"))  # fmt: skip
 
 
 def _bronchiectasis(c, s, rng):
-    lumen = rng.uniform(7.0, 9.0) + 4.0 * s.severity
+    lumen = (rng.uniform(7.0, 9.0) + 4.0 * s.severity) * s.extent
     sides = ("left", "right") if rng.random() < 0.4 else (s.side,)
-    _bronchi(c, s, rng, 3 + int(3 * s.severity), lumen + 2.5, -300.0, lumen, -990.0, sides)
+    wall = _toward(LUNG_HU, -300.0, s.contrast)
+    _bronchi(c, s, rng, 3 + int(3 * s.severity * s.extent), lumen + 2.5, wall, lumen, -990.0, sides)
 
 
 def _septal(c, s, rng):
@@ -238,11 +296,12 @@ def _septal(c, s, rng):
     a_in, bp_in, bf_in = c.geo["lung_inner"]
     by = np.where(g.y < 0, bp_in, bf_in)
     peripheral = ((g.x / a_in) ** 2 + (g.y / by) ** 2) > 0.35
-    lines = np.abs(smooth_field(rng, g.n, max(4, g.n // 3))) < 0.25
+    lines = np.abs(smooth_field(rng, g.n, max(4, int(g.n // (3 * s.extent))))) < 0.25
     pts = _lung_points(c)
     zmid = np.median(pts[:, 2]) if len(pts) else 0.0
     lung = (c.lab >= LUNG_IDS[0]) & (c.lab <= LUNG_IDS[-1]) & (g.z < zmid + 30.0)
-    c.paint(np.s_[:], lung & peripheral & lines, c.hu + np.float32(120.0 + 200.0 * s.severity))
+    delta = np.float32((120.0 + 200.0 * s.severity) * s.contrast)
+    c.paint(np.s_[:], lung & peripheral & lines, c.hu + delta)
 
 
 # ----------------------------------------------------------------------------- mediastinum
@@ -258,8 +317,8 @@ def _surface_points(c: Canvas, k: int, rng, depth: float = 0.85) -> list[np.ndar
 
 def _coronary(c, s, rng):
     vox = c.grid.spacing[0]
-    for p in _surface_points(c, 2 + int(6 * s.severity), rng):
-        r = vox * rng.uniform(0.6, 1.1)
+    for p in _surface_points(c, 2 + int(6 * s.severity * s.extent), rng):
+        r = vox * rng.uniform(0.6, 1.1) * s.extent
         _blob(c, p, (r, r, r), 1200.0 + 1500.0 * s.severity, only=(TS["heart"],))
 
 
@@ -302,14 +361,14 @@ def _aortic_calcification(c, s, rng):
     aorta = c.geo["aorta"]
     vox = c.grid.spacing[0]
     weights = np.array([0.5, 1.0, 1.5, 1.5, 1.2, 1.0])[: len(aorta)]
-    for _ in range(3 + int(10 * s.severity)):
+    for _ in range(3 + int(10 * s.severity * s.extent)):
         p0, p1, r = aorta[rng.choice(len(aorta), p=weights / weights.sum())]
         axis = (p1 - p0) / np.linalg.norm(p1 - p0)
         d = _unit(rng)
         d = d - axis * (d @ axis)
         d /= np.linalg.norm(d)
         p = p0 + rng.uniform(0, 1) * (p1 - p0) + (r - 0.45 * vox) * d
-        rr = vox * rng.uniform(0.6, 1.0)
+        rr = vox * rng.uniform(0.6, 1.0) * s.extent
         _blob(c, p, (rr, rr, rr), 1400.0 + 1400.0 * s.severity, only=(TS["aorta"],))
 
 
@@ -342,7 +401,10 @@ def _liver_lesion(c, s, rng):
     p = _pick(_organ_points(c, TS["liver"]), rng)
     if p is not None:
         r = s.size / 2.0
-        _blob(c, p, (r, r, r), c.geo["liver_hu"] - 25.0 - 35.0 * s.severity, only=(TS["liver"],))
+        liver = c.geo["liver_hu"]
+        hu = liver - 25.0 - 35.0 * s.severity
+        hu = hu if s.contrast == 1.0 else liver - (25.0 + 35.0 * s.severity) * s.contrast
+        _blob(c, p, (r, r, r), hu, only=(TS["liver"],))
 
 
 def _renal_cyst(c, s, rng):

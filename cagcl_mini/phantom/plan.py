@@ -14,18 +14,26 @@ import numpy as np
 
 from cagcl_mini import layout
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMIES
-from cagcl_mini.phantom.findings import FindingSpec
+from cagcl_mini.phantom.findings import DIFFICULTIES, FindingSpec
 from cagcl_mini.phantom.io import fmt_float
 from cagcl_mini.phantom.render import STREAM_PLAN, affine_for, body_for, child, spec_for
-from cagcl_mini.phantom.reports import clinical_text, findings_text, impression_text, technique_text
+from cagcl_mini.phantom.reports import (
+    clinical_text,
+    findings_text,
+    impression_text,
+    labels_only_report,
+    technique_text,
+)
+from cagcl_mini.phantom.sites import SITES
+from cagcl_mini.phantom.sites import site as get_site
 
-PHANTOM_VERSION = 1  # bump whenever the bytes a seed produces change
+PHANTOM_VERSION = 2  # bump whenever the bytes a seed produces change
 METADATA_COLUMNS = (
     "VolumeName", "Manufacturer", "ManufacturerModelName", "PatientSex", "PatientAge", "Rows",
     "Columns", "NumberofSlices", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept",
     "ImagePositionPatient", "ImageOrientationPatient",
 )  # fmt: skip
-INTERCEPTS = (-1024, -8192)
+INTERCEPTS = SITES["A"].intercepts
 
 # Prevalence: a volume is fully normal with P_HEALTHY; otherwise an anatomy stays normal with
 # P_ORGAN_NORMAL (so normal lungs and hearts are common), and each finding of an abnormal-able
@@ -58,8 +66,13 @@ class PhantomSpec:
     n_valid: int = 60  # validation volumes
     size: int = 64  # edge of the cubic volumes, in voxels
     seed: int = 0  # same seed, byte-identical files
+    difficulty: str = "tutorial"  # how visible the findings are: "tutorial" or "realistic"
+    site: str = "A"  # which hospital scans, stores and reports: "A" or "B"
 
     def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {self.difficulty!r}")
+        get_site(self.site)  # ValueError naming the sites
         for name, minimum in _SPEC_MINIMUM.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -76,7 +89,7 @@ class PhantomSpec:
             raise ValueError(f"unknown phantom field(s) {unknown}; the fields are {sorted(known)}")
         return replace(self, **changes)
 
-    def params(self) -> dict[str, int]:
+    def params(self) -> dict[str, Any]:
         """The manifest's record of this spec (with the phantom's version)."""
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": PHANTOM_VERSION}
 
@@ -89,6 +102,8 @@ class CasePlan:
     pid: int
     seed: int
     size: int
+    difficulty: str
+    site: str
     intercept: int
     findings: tuple[FindingSpec, ...]
     report: dict[str, str]
@@ -109,16 +124,22 @@ class CasePlan:
         return f"{layout.DATASET_FOLDER}/{layout.mask_relpath(self.name)}"
 
     def seed_sequence(self) -> np.random.SeedSequence:
-        return case_seed(self.seed, self.split, self.pid)
+        return case_seed(self.seed, self.split, self.pid, self.site)
+
+    def label_columns(self) -> tuple[str, ...]:
+        """The labels CSV's columns after VolumeName (the site's, or all of ALL_LABELS)."""
+        return get_site(self.site).label_columns or ALL_LABELS
 
     def label_row(self) -> list[str]:
         names = {f.name for f in self.findings}
-        return [self.name] + [str(int(label in names)) for label in ALL_LABELS]
+        return [self.name] + [str(int(label in names)) for label in self.label_columns()]
 
 
-def case_seed(seed: int, split: str, pid: int) -> np.random.SeedSequence:
-    """The SeedSequence of one volume, independent of dataset size and worker count."""
-    return np.random.SeedSequence([int(seed), layout.SPLITS.index(split), int(pid)])
+def case_seed(seed: int, split: str, pid: int, site: str = "A") -> np.random.SeedSequence:
+    """The SeedSequence of one volume, independent of dataset size and worker count; another
+    site's volume ``pid`` is another patient."""
+    entropy = [int(seed), layout.SPLITS.index(split), int(pid)]
+    return np.random.SeedSequence(entropy + ([get_site(site).index] if site != "A" else []))
 
 
 def choose_findings(rng: np.random.Generator) -> list[str]:
@@ -135,33 +156,44 @@ def choose_findings(rng: np.random.Generator) -> list[str]:
     return [name for name in ALL_LABELS if name in chosen]
 
 
-def plan_case(seed: int, split: str, pid: int, size: int) -> CasePlan:
+def plan_case(
+    seed: int,
+    split: str,
+    pid: int,
+    size: int,
+    difficulty: str = "tutorial",
+    site: str = "A",
+) -> CasePlan:
     """Plan one volume: patient, findings, rescale intercept, report and metadata rows."""
-    ss = case_seed(seed, split, pid)
+    where = get_site(site)
+    ss = case_seed(seed, split, pid, site)
     rng = child(ss, STREAM_PLAN)
     body = body_for(ss, size)
-    specs = [spec_for(ss, name, body) for name in choose_findings(rng)]
-    intercept = INTERCEPTS[int(rng.integers(2))]
+    specs = [spec_for(ss, name, body, difficulty) for name in choose_findings(rng)]
+    intercept = where.intercepts[int(rng.integers(len(where.intercepts)))]
     name = layout.volume_name(split, pid)
+    sx, sy, sz = body.spacing
+    sz *= where.slice_factor
     report = {
         "VolumeName": name,
         "ClinicalInformation_EN": clinical_text(rng),
-        "Technique_EN": technique_text(body.contrast, body.spacing[2]),
+        "Technique_EN": technique_text(body.contrast, sz),
         "Findings_EN": findings_text(specs, rng),
         "Impressions_EN": impression_text(specs),
     }
+    if where.labels_only_reports:
+        report.update(labels_only_report(specs, where.label_columns))
     aff = affine_for(body)
-    sx, sy, sz = body.spacing
     ox, oy, oz = aff[:3, 3]
     metadata = {
         "VolumeName": name,
-        "Manufacturer": "cagcl-mini",
+        "Manufacturer": where.manufacturer,
         "ManufacturerModelName": f"phantom v{PHANTOM_VERSION}",
         "PatientSex": "F" if rng.random() < 0.5 else "M",
         "PatientAge": f"{int(rng.integers(30, 86)):03d}Y",
         "Rows": str(size),
         "Columns": str(size),
-        "NumberofSlices": str(size),
+        "NumberofSlices": str(len(range(0, size, where.slice_factor))),
         "XYSpacing": f"[{fmt_float(sx)}, {fmt_float(sy)}]",
         "ZSpacing": fmt_float(sz),
         "RescaleSlope": "1",
@@ -170,4 +202,6 @@ def plan_case(seed: int, split: str, pid: int, size: int) -> CasePlan:
         "ImagePositionPatient": f"[{fmt_float(-ox)}, {fmt_float(-oy)}, {fmt_float(oz)}]",
         "ImageOrientationPatient": "[-1, 0, 0, 0, -1, 0]",
     }
-    return CasePlan(split, pid, int(seed), size, intercept, tuple(specs), report, metadata)
+    return CasePlan(
+        split, pid, int(seed), size, difficulty, site, intercept, tuple(specs), report, metadata
+    )

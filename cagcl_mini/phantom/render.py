@@ -27,11 +27,12 @@ from cagcl_mini.phantom.body import (
 from cagcl_mini.phantom.findings import FindingSpec, geometry_mods, paint_finding, sample_spec
 from cagcl_mini.phantom.mediastinum import paint_heart, paint_skeleton, paint_vessels_and_airway
 from cagcl_mini.phantom.shapes import blur, gaussian_weights, smooth_field
+from cagcl_mini.phantom.sites import site as get_site
 
 HU_MIN, HU_MAX = -1024.0, 3071.0  # the 12-bit range scanners store
 BLUR_TRUNCATE = 2.5
 SeedLike = int | np.random.SeedSequence
-STREAM_PLAN, STREAM_BODY, STREAM_NOISE, STREAM_SPEC, STREAM_PLACE = range(5)
+STREAM_PLAN, STREAM_BODY, STREAM_NOISE, STREAM_SPEC, STREAM_PLACE, STREAM_SITE = range(6)
 
 
 def seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
@@ -67,12 +68,13 @@ def body_for(seed: SeedLike, size: int) -> Body:
     return sample_body(child(seed_sequence(seed), STREAM_BODY), size)
 
 
-def spec_for(seed: SeedLike, name: str, body: Body) -> FindingSpec:
-    """The size/side/severity a seed gives one finding (independent of the other findings)."""
+def spec_for(seed: SeedLike, name: str, body: Body, difficulty: str = "tutorial") -> FindingSpec:
+    """The size/side/severity a seed gives one finding (independent of the other findings), at
+    a difficulty (:data:`~cagcl_mini.phantom.findings.DIFFICULTIES`)."""
     if name not in ALL_LABELS:
         raise KeyError(f"unknown abnormality {name!r}; choose from {', '.join(ALL_LABELS)}")
     ss = seed_sequence(seed)
-    return sample_spec(name, child(ss, STREAM_SPEC, ALL_LABELS.index(name)), body)
+    return sample_spec(name, child(ss, STREAM_SPEC, ALL_LABELS.index(name)), body, difficulty)
 
 
 def affine_for(body: Body) -> np.ndarray:
@@ -89,20 +91,26 @@ def render_volume(
     seed: SeedLike,
     size: int = 64,
     findings: Iterable[str | FindingSpec] = (),
+    difficulty: str = "tutorial",
+    site: str = "A",
 ) -> RenderedVolume:
     """Render the patient of ``seed`` with the given findings (names or full specs).
 
-    A finding given by name gets the size/side/severity ``spec_for(seed, name, body)`` gives it, so
-    rendering the same seed with and without one finding differs only where that finding is.
+    A finding given by name gets the size/side/severity ``spec_for(seed, name, body, difficulty)``
+    gives it, so rendering the same seed with and without one finding differs only where that
+    finding is. ``site`` sets the scanner, slice thickness and calibration
+    (:mod:`cagcl_mini.phantom.sites`); the volume's patient comes from ``seed`` alone.
     """
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     ss = seed_sequence(seed)
     body_rng = child(ss, STREAM_BODY)
-    body = sample_body(body_rng, int(size))
+    scanner = get_site(site)
+    site_rng = child(ss, STREAM_SITE)
+    body = scanner.acquisition(sample_body(body_rng, int(size)), site_rng)
     specs: dict[str, FindingSpec] = {}
     for f in findings:
-        spec = f if isinstance(f, FindingSpec) else spec_for(ss, f, body)
+        spec = f if isinstance(f, FindingSpec) else spec_for(ss, f, body, difficulty)
         if spec.name not in ALL_LABELS:
             raise KeyError(
                 f"unknown abnormality {spec.name!r}; choose from {', '.join(ALL_LABELS)}"
@@ -127,10 +135,13 @@ def render_volume(
     _scanner(c, child(ss, STREAM_NOISE))
     for overlay in c.post:
         overlay(c)
+    offset = scanner.offset(site_rng)
+    if offset:
+        c.hu += np.float32(offset)
     np.clip(c.hu, HU_MIN, HU_MAX, out=c.hu)
-    return RenderedVolume(
-        c.hu, c.lab, affine_for(body), body.spacing, tuple(ordered.values()), body
-    )
+    hu, labels, affine = scanner.thick_slices(c.hu, c.lab, affine_for(body))
+    spacing = (body.spacing[0], body.spacing[1], body.spacing[2] * scanner.slice_factor)
+    return RenderedVolume(hu, labels, affine, spacing, tuple(ordered.values()), body)
 
 
 def _scanner(c: Canvas, rng: np.random.Generator) -> None:

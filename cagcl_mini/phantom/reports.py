@@ -107,3 +107,15 @@ def technique_text(contrast: bool, slice_mm: float) -> str:
     """Technique_EN: contrast phase and slice thickness of the synthetic acquisition."""
     kind = "Contrast-enhanced" if contrast else "Non-contrast"
     return f"{kind} axial CT of the thorax and upper abdomen, {slice_mm:.1f} mm slices."
+
+
+LABELS_ONLY_NONE = "None of the CT-RATE findings is labelled in this scan."
+LABELS_ONLY_NOTE = "Generated from the labels; no radiology report is available."
+
+
+def labels_only_report(specs: list[FindingSpec], columns: tuple[str, ...]) -> dict[str, str]:
+    """Findings and impression of a site that reports labels only, in the words the
+    Rad-ChestCT download uses: one "<Label> is present." sentence per labelled finding."""
+    positives = [s.name for s in specs if s.name in columns]
+    findings = " ".join(f"{label} is present." for label in positives)
+    return {"Findings_EN": findings or LABELS_ONLY_NONE, "Impressions_EN": LABELS_ONLY_NOTE}

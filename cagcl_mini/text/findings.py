@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cagcl_mini.anatomy import ANATOMIES, ANATOMY_NAMES, Abnormality, anatomy
-from cagcl_mini.text.reports import route_sentence, sentence_spans
+from cagcl_mini.text.reports import clause_spans, route_sentence
 
 _I = re.IGNORECASE
 
@@ -90,8 +90,12 @@ def _negated(clause: str, start: int, end: int) -> bool:
 
 
 def _asserted(pattern: re.Pattern, text: str) -> bool:
-    """Whether ``pattern`` occurs somewhere in ``text`` outside any negation scope."""
-    for s, e in sentence_spans(text, phrases=False):
+    """Whether ``pattern`` occurs somewhere in ``text`` outside any negation scope.
+
+    A negation never reaches past its sentence (in unpunctuated text: its clause,
+    :func:`~cagcl_mini.text.reports.clause_spans`) nor past a clause end of :data:`_CLAUSE_END`.
+    """
+    for s, e in clause_spans(text):
         for clause in _clauses(text[s:e]):
             if any(not _negated(clause, *m.span()) for m in pattern.finditer(clause)):
                 return True

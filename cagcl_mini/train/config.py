@@ -62,6 +62,7 @@ class TrainConfig:
     n_valid: int = PhantomSpec.n_valid
     data_size: int = PhantomSpec.size  # edge of the phantom volumes written to disk
     data_seed: int = PhantomSpec.seed
+    data_difficulty: str = PhantomSpec.difficulty  # "tutorial" or "realistic" (phantom only)
     image_size: int = 48  # edge of the volumes the network sees (resized by the loader)
     data_cache: str | bool = "disk"  # CTReportDataset cache: False, "memory", "disk" or a folder
     # model: ModelConfig overrides
@@ -161,7 +162,9 @@ class TrainConfig:
 
     def phantom_spec(self) -> PhantomSpec:
         """The embedded dataset this run trains on when ``data_root`` is None."""
-        return PhantomSpec(self.n_train, self.n_valid, self.data_size, self.data_seed)
+        return PhantomSpec(
+            self.n_train, self.n_valid, self.data_size, self.data_seed, self.data_difficulty
+        )
 
     def with_steps(self, steps: int | None) -> TrainConfig:
         """A copy with ``steps`` optimiser steps and the warmup scaled alike (None: unchanged)."""

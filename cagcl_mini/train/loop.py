@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from cagcl_mini.data.dataset import collate
@@ -161,7 +162,8 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
         sums: dict[str, float] = {}
         for a in range(accum):
             micro = s * accum + a
-            batch = next(batches)
+            with record_function("data"):
+                batch = next(batches)
             sync = a == accum - 1 or not info.enabled
             with contextlib.nullcontext() if sync else ddp.no_sync():
                 losses = step_losses(
@@ -169,15 +171,17 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
                     info=info, autocast=autocast,
                 )  # fmt: skip
                 check_finite(losses, s + 1, batch.get("id"))
-                (losses["total"] / accum).backward()
+                with record_function("backward"):
+                    (losses["total"] / accum).backward()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
-        # clip_grad None: max_norm inf only measures the norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.clip_grad or math.inf)
-        lr = _group_lr(optimizer, "main")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        with record_function("optimizer"):
+            # clip_grad None: max_norm inf only measures the norm
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.clip_grad or math.inf)
+            lr = _group_lr(optimizer, "main")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
         seconds = time.perf_counter() - t0
         metrics = {
             "step": s + 1,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 
 from cagcl_mini.losses.objective import compute_losses
 from cagcl_mini.train.batches import DiagnosisDictionary, augment_texts
@@ -66,21 +67,23 @@ def step_losses(
     """
     texts = batch["texts"]
     if objective.augment:
-        texts = augment_texts(texts, objective.seed, micro_step, first_index)
+        with record_function("augment"):
+            texts = augment_texts(texts, objective.seed, micro_step, first_index)
     dictionary = objective.dictionary
-    with autocast():
+    with autocast(), record_function("forward"):
         out = model(
             {"image": batch["image"], "anatomy": batch["anatomy"]},
             texts=texts,
             dictionary=dictionary.sentences if dictionary else None,
             with_prompts=objective.with_prompts,
         )
-    device = out["v"].device
-    inputs = {**out, "abnormal": batch["abnormal"].to(device), "texts": texts}
-    if dictionary:
-        inputs["dictionary_anatomy"] = dictionary.anatomy_index(device)
-        inputs["exclude"] = dictionary.exclude(batch["texts"], device)
-    return compute_losses(objective.weights, gather_loss_inputs(inputs, info or DistInfo()))
+    with record_function("losses"):
+        device = out["v"].device
+        inputs = {**out, "abnormal": batch["abnormal"].to(device), "texts": texts}
+        if dictionary:
+            inputs["dictionary_anatomy"] = dictionary.anatomy_index(device)
+            inputs["exclude"] = dictionary.exclude(batch["texts"], device)
+        return compute_losses(objective.weights, gather_loss_inputs(inputs, info or DistInfo()))
 
 
 def check_finite(losses: Mapping[str, torch.Tensor], step: int, ids: Any = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from cagcl_mini.anatomy import (
 )
 from cagcl_mini.cli.main import main as cli_main
 from cagcl_mini.evaluation import collapse, embed, evaluate, metrics, retrieval, zero_shot
+from cagcl_mini.evaluation.prompts import family_from_templates
 from cagcl_mini.phantom.build import make_dataset
 from cagcl_mini.train import checkpoint
 from cagcl_mini.train.config import preset
@@ -221,6 +223,16 @@ def test_prompt_robustness_mean_and_population_std():
     table = zero_shot.robustness_table(rob)
     assert list(table.index) == list(prompt_family_names())
     assert table.loc["colipri", "macro_auc"] == 0.0
+
+
+def test_evaluate_model_takes_prompt_family_objects():
+    model, split = HandModel(flip=("colipri",)), hand_split()
+    mine = family_from_templates("mine", "Not {x}.", "{X}.")  # fvlm's templates: AUC 1
+    res = evaluate.evaluate_model(model, split, family=mine, families=["colipri", mine])
+    assert res["detection"]["family"] == "mine" and res["summary"]["macro_auc"] == 1.0
+    assert res["prompt_robustness"]["families"] == ["colipri", "mine"]
+    assert res["prompt_robustness"]["macro_auc"] == {"colipri": 0.0, "mine": 1.0}
+    assert "prompt family 'mine'" in evaluate.format_report(res)
 
 
 # ----------------------------------------------------------------------------- recognition, retrieval
@@ -426,6 +438,26 @@ def test_cli_untrained_prints_tables_and_writes_json(tiny_data, tmp_path, capsys
     rows = [ln.split()[0] for ln in family_block.splitlines()[3:] if ln.strip()]
     assert rows == ["hlip", "paraphrase"]
     assert "Anatomy recognition top-1" in text and "recall@10" in text
+
+
+def test_cli_adds_the_families_of_a_prompt_file(tiny_data, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    prompts = Path(__file__).resolve().parents[2] / "examples" / "prompts.yaml"
+    argv = ["--untrained", "--data", str(tiny_data), "--image-size", "32", "--json", str(out),
+            "--limit", "4", "--no-honest", "--families", "fvlm", "--prompts", str(prompts),
+            "--family", "radiologist[2]"]  # fmt: skip
+    assert cli_main(["evaluate", *argv]) == 0
+    data = json.loads(out.read_text())
+    file_names = ["plain", "radiologist[1]", "radiologist[2]", "ensembled"]
+    assert data["prompt_robustness"]["families"] == ["fvlm", *file_names]
+    assert data["detection"]["family"] == "radiologist[2]"
+    assert data["meta"]["prompts"] == str(prompts) and not data["meta"]["prompts_only"]
+    assert list(data["meta"]["prompt_families"]) == file_names
+    assert data["meta"]["prompt_families"]["ensembled"]["ensemble"]
+    text = capsys.readouterr().out
+    family_block = text.split("Prompt families")[1].split("mean ")[0]
+    rows = [ln.split()[0] for ln in family_block.splitlines()[3:] if ln.strip()]
+    assert rows == ["fvlm", *file_names]
 
 
 def test_cli_evaluates_a_checkpoint_next_to_it(tiny_data, tmp_path, capsys):

@@ -1,0 +1,101 @@
+"""Hospitals: the same kind of patients, scanned, stored and reported differently.
+
+A model trained at one hospital meets another one's scanner, reconstruction kernel, slice
+thickness, storage convention and report style; cross-site transfer measures what survives.
+Site ``A`` is the tutorial's (CT-RATE-like); site ``B`` differs in every way a second hospital
+would, each a documented dial:
+
+- noise and kernel: more quantum noise (``noise_sd``) and a smoother reconstruction kernel
+  (``blur_sigma``), drawn per volume;
+- thicker slices: every stored slice is a triangular (0.25, 0.5, 0.25) average of three rendered
+  slices centred on every second one, so there are half as many slices at twice the spacing (the
+  label map keeps the centre slice, so it lines up);
+- storage: signed HU with ``RescaleIntercept`` 0 instead of -1024 / -8192;
+- calibration: a small offset added to every voxel (a scanner whose water reads 8-20 HU);
+- reports: labels only, as the Rad-ChestCT download writes them ("<Label> is present."), over
+  the 18 CT-RATE labels (the labels CSV has only those columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cagcl_mini.anatomy import CT_RATE_LABELS
+
+
+@dataclass(frozen=True)
+class Site:
+    """How one hospital scans, stores and reports (see the module docstring)."""
+
+    name: str
+    manufacturer: str
+    noise_sd: tuple[float, float] | None = None  # HU range; None: the patient's own draw
+    blur_sigma: tuple[float, float] | None = None  # voxels; None: the patient's own draw
+    slice_factor: int = 1  # rendered slices per stored slice
+    hu_offset: tuple[float, float] = (0.0, 0.0)  # calibration offset range (HU)
+    intercepts: tuple[int, ...] = (-1024, -8192)  # RescaleIntercept conventions (slope 1)
+    labels_only_reports: bool = False  # reports list the labels ("<Label> is present.")
+
+    @property
+    def index(self) -> int:
+        return list(SITES).index(self.name)
+
+    @property
+    def label_columns(self) -> tuple[str, ...] | None:
+        """The label columns its CSV has (None: all of ``ALL_LABELS``)."""
+        return CT_RATE_LABELS if self.labels_only_reports else None
+
+    def acquisition(self, body, rng: np.random.Generator):
+        """The patient's body with this site's noise and kernel (unchanged at site A)."""
+        if self.noise_sd is None and self.blur_sigma is None:
+            return body
+        noise = body.noise_sd if self.noise_sd is None else float(rng.uniform(*self.noise_sd))
+        sigma = body.blur_sigma if self.blur_sigma is None else float(rng.uniform(*self.blur_sigma))
+        return replace(body, noise_sd=noise, blur_sigma=sigma)
+
+    def offset(self, rng: np.random.Generator) -> float:
+        """This volume's calibration offset in HU (0 at site A)."""
+        lo, hi = self.hu_offset
+        return 0.0 if lo == hi == 0.0 else float(rng.uniform(lo, hi))
+
+    def thick_slices(
+        self, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The stored slices: every ``slice_factor``-th slice, the CT averaged with its
+        neighbours (triangular profile), the labels of the centre slice, the affine's z scaled."""
+        if self.slice_factor == 1:
+            return hu, labels, affine
+        f = self.slice_factor
+        padded = np.concatenate([hu[..., :1], hu, hu[..., -1:]], axis=2)
+        profile = 0.25 * padded[..., :-2] + 0.5 * padded[..., 1:-1] + 0.25 * padded[..., 2:]
+        out_affine = affine.copy()
+        out_affine[:3, 2] *= f
+        return (
+            np.ascontiguousarray(profile[..., ::f], dtype=np.float32),
+            np.ascontiguousarray(labels[..., ::f]),
+            out_affine,
+        )
+
+
+SITES: dict[str, Site] = {
+    "A": Site("A", "cagcl-mini"),
+    "B": Site(
+        "B",
+        "cagcl-mini site B",
+        noise_sd=(28.0, 40.0),
+        blur_sigma=(1.0, 1.3),
+        slice_factor=2,
+        hu_offset=(8.0, 20.0),
+        intercepts=(0,),
+        labels_only_reports=True,
+    ),
+}
+
+
+def site(name: str) -> Site:
+    """The :class:`Site` called ``name`` (``A`` or ``B``)."""
+    if name not in SITES:
+        raise ValueError(f"site must be one of {', '.join(SITES)}, got {name!r}")
+    return SITES[name]
