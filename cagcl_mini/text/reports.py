@@ -6,19 +6,24 @@ rule based (no model, no network) and never rewrites text:
 1. :func:`split_sentences` cuts the text into sentences, verbatim (only stripped). It splits after
    ``.``/``!``/``?`` followed by a space, a capital or a digit (CT-RATE glues impression and
    findings as ``"...lungs.There are..."``) and keeps decimals (``1.5 cm``) and abbreviations
-   (``e.g.``, ``approx.``) intact. A text with no sentence punctuation at all is split into
-   *phrases* at newlines, semicolons and commas instead (see :func:`split_report` for how phrases
-   of the same anatomy are glued back).
+   (``e.g.``, ``approx.``) intact. A text with no sentence punctuation at all (a lower-case
+   report without ``.``) is split into *phrases* at newlines, semicolons and commas, and into
+   *clauses* where a new statement starts: "there is", "no"/"the"/"mild" opening a noun phrase, a
+   statement's last word ("... are normal"), an organ word with its adjectives ("the left lung"),
+   unless a preposition, conjunction or verb ties it to what precedes (:func:`_clause_cuts`).
 2. :func:`route_sentence` scores each sentence against per-anatomy vocabularies (weighted
    regular expressions of general radiology words). The best score wins; ties go to the more
    specific organ (``ROUTING_PRIORITY``, lung last because its vocabulary is the broadest), so
    "No pleural or pericardial effusion" is a heart sentence and "atheroma plaques in the aortic
    arch and coronary arteries" an aorta sentence, as CT-RATE's per-anatomy split files them.
    Sentences about organs outside the catalog (bones, thyroid, ...) route to ``None``.
-3. :func:`split_report` collects the sentences per anatomy. A sentence with no anatomical cue at
-   all ("It is wider than normal.") continues the anatomy of the sentence before it; one with a
-   non-catalog cue, or a cue-less first sentence, is dropped. Anatomies the report does not
-   mention get the catalog's :attr:`~cagcl_mini.anatomy.Anatomy.normal_sentence`.
+3. :func:`split_report` collects the sentences per anatomy (:func:`route_spans`). A sentence
+   with no anatomical cue at all ("It is wider than normal.") continues the anatomy of the sentence
+   before it; one with a non-catalog cue, or a cue-less first sentence, is dropped. Anatomies the
+   report does not mention get the catalog's :attr:`~cagcl_mini.anatomy.Anatomy.normal_sentence`.
+   Neighbouring clauses of one anatomy in an unpunctuated report are kept as the one verbatim
+   stretch they form, and such a report warns (:data:`UNPUNCTUATED_WARNING`) that it was split
+   heuristically.
 
 Abnormal flags and the abnormality dictionary are :mod:`cagcl_mini.text.findings`.
 """
@@ -63,34 +68,167 @@ def _is_boundary(text: str, start: int, end: int) -> bool:
     return nxt.isupper()
 
 
-# In unpunctuated text a new statement often starts at an organ word ("lungs clear heart normal").
-_HEAD = re.compile(
-    r"\b(?:lungs?|pleural|heart|cardiac|pericardial|aort(?:a|ic)|o?esophag\w*|hiatal|trachea"
-    r"|mediastin\w*|liver|spleen|kidneys?)\b",
-    _I,
+# ----------------------------------------------------------------------------- clauses
+# Text without sentence punctuation ("lungs clear no pleural effusion the heart is normal") is cut
+# into clauses where a new statement starts. The word classes below are general radiology
+# English; each is matched against one whole word, in any case.
+def _words(pattern: str) -> re.Pattern:
+    return re.compile(rf"(?:{pattern})", _I)
+
+
+# A word that ties the next word to what precedes it: prepositions, conjunctions, verbs.
+_BINDER = _words(
+    r"in|of|at|on|to|into|onto|from|near|along|next|around|within|between|with|without|by|for"
+    r"|than|as|via|over|under|above|below|behind|beneath|across|through|throughout|towards?|per"
+    r"|and|or|nor|is|are|was|were|be|been|being|has|have|had|shows?|showed|shown|showing"
+    r"|demonstrat\w*|reveal\w*|contain\w*|suggest\w*|includ\w*|involv\w*|accompan\w*|caus\w*"
+    r"|measur\w*|extend\w*|surround\w*|reach\w*|exceed\w*|compress\w*|affect\w*|compatible"
+    r"|consistent|that|which|whose|its|their|this|these|those|if"
 )
-_DETERMINER = re.compile(r"\b(?:the|a|an|no|both|either|bilateral|thoracic)\s+$", _I)
-_BINDS_BACK = re.compile(
-    r"\b(?:in|of|at|on|to|into|from|near|along|next|around|within|between|with|without|and|or"
-    r"|nor)\s+$",
-    _I,
+# "and" before a new subject does not bind: "the lungs are clear and the heart is normal".
+_NEW_SUBJECT = _words(r"the|there")
+# Words that open a noun phrase (determiners, quantities, severities): a new statement starts at
+# one unless it continues what precedes ("in the", "is a", "the mild").
+_DETERMINER = _words(
+    r"the|a|an|no|any|some|several|multiple|many|few|numerous|mild|mildly|minimal|moderate"
+    r"|severe|marked|slight|subtle|focal|diffuse|widespread|extensive|scattered|patchy|dense"
 )
+# Adjectives inside a noun phrase ("the left lung", "calcified plaques"): one opens a new phrase
+# only right after a noun ("... the lower end of the esophagus atherosclerotic changes"). Those
+# that can also be said of the noun before them ("aorta calcified") are _PREDICATIVE.
+_ATTRIBUTIVE = (
+    r"both|either|bilateral|left|right|upper|lower|middle|anterior|posterior|lateral|medial"
+    r"|superior|inferior|apical|basal|thoracic|abdominal|ascending|descending|main|major|minor"
+    r"|proximal|distal|millimetric|millimeter|centimetric|nonspecific|non|specific|pathological"
+    r"|sequelae?|atheroma|fusiform|saccular|aneurysm(?:al|atic)"
+)
+_PREDICATIVE = _words(
+    r"small|large|tiny|calcified|calcific|non-?calcified|atherosclerotic|atheromatous"
+    r"|emphysematous|fibrotic|significant|enlarged|dilated|thickened|prominent|linear|tubular"
+    r"|nodular|new|newly|old|chronic|acute"
+)
+_MODIFIER = re.compile(f"{_ATTRIBUTIVE}|{_PREDICATIVE.pattern}", _I)
+# Organ words: a statement about another organ often starts at one ("lungs clear heart normal"),
+# though not right after an organ adjective ("pericardial pleural effusion").
+_ORGAN = _words(
+    r"lungs?|pleura\w*|heart|cardiac|cardio\w*|pericardi\w*|coronary|aort\w*|o?esophag\w*"
+    r"|hiat(?:al|us)|trache\w*|mediastin\w*|lymph|liver|hepatic|spleen|splenic|kidneys?|renal"
+    r"|\w+megaly|thyroid|bones?|bony|osseous|vertebra\w*|ribs?|stern(?:um|al)|spine|spinal"
+    r"|clavicles?|breasts?|axilla\w*|adrenals?|pancrea\w*|gallbladder|stomach|bowel|colon|abdomen"
+)
+_ORGAN_ADJECTIVE = _words(
+    r"pleural|cardiac|cardio\w+|pericardial|coronary|aortic|o?esophageal|hiatal|tracheal"
+    r"|mediastinal|hepatic|splenic|renal|bony|osseous|vertebral|spinal|sternal|adrenal"
+)
+# Nouns, roughly (common radiology nouns, noun suffixes, plurals): an adjective after one starts
+# a new phrase.
+_NOUN = _words(
+    r"\w+(?:tion|sion|ment|ness|ity|ism|ysm|osis|asis|ema|ure|ia|um|ule|que|ect|ening|owing)"
+    r"|\w*[^\Wsu]s|lungs?|heart|aorta|o?esophagus|trachea|bronchi|thorax|liver|spleen|kidney"
+    r"|pleura|wall|lobe|level|mass|cyst|size|contour|arch|artery|valve|space|end|sheath|sign"
+    r"|pattern|density|area|segment|appearance|change|finding|mm|cm"
+)
+# Words that end a statement ("... is observed", "... are normal"), and what may still follow one.
+_PREDICATE_END = _words(
+    r"observed|detected|seen|noted|identified|visuali[sz]ed|evident|present|absent|preserved"
+    r"|patent|unremarkable|performed|resorbed|regressed|excluded|normal|natural|clear|limits"
+)
+_DIMENSION = (
+    r"size|sized|calib\w*|caliber|width|dimensions?|appearance|thickness|contour|configuration"
+    r"|position|diameter|course"
+)
+_CONTINUES = _words(rf"\w+ly|{_DIMENSION}|limits|range|variants?|either|both")
+_NORMAL_DIMENSION = re.compile(rf"(?:normal|natural)\s+(?:{_DIMENSION})", _I)
+_DIMENSION_CHANGED = re.compile(
+    rf"(?:{_DIMENSION}|ratio|densit(?:y|ies)|volume)\s+(?:(?:in|de)creased|enlarged|reduced)", _I
+)
+_NP_INSIDE = re.compile(f"{_DETERMINER.pattern}|{_MODIFIER.pattern}", _I)
+_CLAUSE_CONJ = _words(r"but|however|whereas|while|although|though|except")
+_THERE_VERB = _words(r"is|are|was|were|has|have|appears?|exists?|seems?")
+_STATEMENT_HEAD = _words(r"findings|impression")  # "... findings consistent with pneumonia"
+_TOKEN = re.compile(r"[A-Za-z0-9]+(?:['\u2019-][A-Za-z0-9]+)*")
 
 
-def _head_cuts(text: str) -> list[int]:
-    """Starts of statements that open with an organ word, in unpunctuated text.
+def _binds(previous: str, word: str) -> bool:
+    """Whether ``previous`` ties ``word`` to what precedes it."""
+    if previous.lower() == "and" and _NEW_SUBJECT.fullmatch(word):
+        return False
+    return bool(_BINDER.fullmatch(previous) or _CLAUSE_CONJ.fullmatch(previous))
 
-    An organ word (with its determiners: "the heart", "no pleural") starts a new phrase unless a
-    preposition or conjunction ties it to what precedes ("plaques in the aorta", "pleural or
-    pericardial"). Neighbouring phrases of one anatomy are glued back by :func:`split_report`.
+
+def _clause_cuts(text: str, hard: list[int] = ()) -> list[int]:
+    """Starts of the clauses of unpunctuated text, given the cuts already made there (``hard``).
+
+    A clause starts at "but"/"however"/..., after a statement's last word ("is observed", "are
+    normal") unless a preposition or size word continues it, at "there is/are", at a word that
+    opens a noun phrase ("the", "no", "mild", ...), at an adjective right after a noun ("... of the
+    esophagus atherosclerotic changes", but "aorta calcified esophagus normal" keeps the adjective
+    with the aorta), and at an organ word with its adjectives ("the left lung") -- unless a
+    preposition, conjunction or verb ties it to what precedes ("plaques in the aorta", "pleural or
+    pericardial", "there is no"). The last two (weaker) cues only cut when the clause so far
+    already names an organ, so "there is a sliding type hiatal hernia" stays whole.
     """
-    cuts = []
-    for m in _HEAD.finditer(text):
-        start = m.start()
-        while det := _DETERMINER.search(text, 0, start):
-            start = det.start()
-        if start > 0 and not _BINDS_BACK.search(text, 0, start):
-            cuts.append(start)
+    words = [(m.start(), m.group()) for m in _TOKEN.finditer(text)]
+
+    def after_noun(k: int, adjectives: re.Pattern) -> bool:  # an adjective right after a noun
+        return bool(
+            k > 0 and adjectives.fullmatch(words[k][1]) and _NOUN.fullmatch(words[k - 1][1])
+        )
+
+    def ends_statement(k: int) -> bool:  # "... is observed", "heart size increased", "normal size"
+        pair = f"{words[k - 1][1]} {words[k][1]}" if k > 0 else ""
+        return bool(
+            _PREDICATE_END.fullmatch(words[k][1])
+            or _NORMAL_DIMENSION.fullmatch(pair)
+            or _DIMENSION_CHANGED.fullmatch(pair)
+        )
+
+    hard = sorted(hard)
+    cuts: list[int] = []
+    start = h = 0  # start of the current clause; next hard cut
+    for i, (pos, word) in enumerate(words):
+        while h < len(hard) and hard[h] <= pos:
+            start, h = max(start, hard[h]), h + 1
+        if i == 0:
+            continue
+        previous = words[i - 1][1]
+        following = words[i + 1][1] if i + 1 < len(words) else ""
+        cut, weak = None, False
+        if _CLAUSE_CONJ.fullmatch(word):
+            cut = pos
+        elif ends_statement(i - 1) and not (_BINDER.fullmatch(word) or _CONTINUES.fullmatch(word)):
+            cut = pos
+        elif (
+            _DETERMINER.fullmatch(word)
+            or _STATEMENT_HEAD.fullmatch(word)
+            or (word.lower() == "there" and _THERE_VERB.fullmatch(following))
+        ):
+            if not (_binds(previous, word) or _NP_INSIDE.fullmatch(previous)):
+                cut = pos
+        elif after_noun(i, _MODIFIER) and not (_binds(previous, word) or following == "to"):
+            k = i
+            while k < len(words) and _NP_INSIDE.fullmatch(words[k][1]):
+                k += 1
+            if k == len(words) or not _ORGAN.fullmatch(words[k][1]):
+                cut, weak = pos, True
+        if cut is None and _ORGAN.fullmatch(word):
+            j = i  # walk back over the organ word's adjectives
+            while (
+                j > 0
+                and words[j - 1][0] >= start
+                and _NP_INSIDE.fullmatch(words[j - 1][1])
+                and not after_noun(j - 1, _PREDICATIVE)
+            ):
+                j -= 1
+            before = words[j - 1][1] if j > 0 else ""
+            if j > 0 and not (_binds(before, words[j][1]) or _ORGAN_ADJECTIVE.fullmatch(before)):
+                cut, weak = words[j][0], True
+        if cut is None or cut <= start or not text[start:cut].strip(" \t\r\n;,"):
+            continue
+        if weak and not _has_cue(text[start:cut]):
+            continue
+        cuts.append(cut)
+        start = cut
     return cuts
 
 
@@ -99,14 +237,7 @@ def _phrase_mode(text: str) -> bool:
     return not any(_is_boundary(text, m.start(), m.end()) for m in _TERMINAL.finditer(text))
 
 
-def sentence_spans(text: str, phrases: bool = True) -> list[tuple[int, int]]:
-    """(start, end) of each stripped sentence (or phrase, for unpunctuated text)."""
-    cuts = [m.end() for m in _TERMINAL.finditer(text) if _is_boundary(text, m.start(), m.end())]
-    cuts += [m.start() for m in _LINE_START.finditer(text)]
-    strip = " \t\r\n"
-    if phrases and _phrase_mode(text):
-        cuts += [m.end() for m in _PHRASE_SEP.finditer(text)] + _head_cuts(text)
-        strip += ";,"
+def _spans(text: str, cuts: list[int], strip: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     start = 0
     for cut in sorted(set(cuts)) + [len(text)]:
@@ -121,11 +252,42 @@ def sentence_spans(text: str, phrases: bool = True) -> list[tuple[int, int]]:
     return spans
 
 
+def _sentence_cuts(text: str) -> list[int]:
+    cuts = [m.end() for m in _TERMINAL.finditer(text) if _is_boundary(text, m.start(), m.end())]
+    return cuts + [m.start() for m in _LINE_START.finditer(text)]
+
+
+def sentence_spans(text: str, phrases: bool = True) -> list[tuple[int, int]]:
+    """(start, end) of each stripped sentence (or phrase, for unpunctuated text).
+
+    With ``phrases`` (the default), text with no sentence punctuation is cut at newlines,
+    semicolons, commas and clause starts (:func:`_clause_cuts`).
+    """
+    cuts = _sentence_cuts(text)
+    if phrases and _phrase_mode(text):
+        cuts += [m.end() for m in _PHRASE_SEP.finditer(text)]
+        return _spans(text, cuts + _clause_cuts(text, cuts), " \t\r\n;,")
+    return _spans(text, cuts, " \t\r\n")
+
+
+def clause_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence; in text with no sentence punctuation, of each clause.
+
+    Clauses are cut at clause starts only (not at commas, so "no A, B or C" stays one list):
+    the units in which :mod:`cagcl_mini.text.findings` scopes a negation.
+    """
+    cuts = _sentence_cuts(text)
+    if _phrase_mode(text):
+        cuts += _clause_cuts(text, cuts)
+    return _spans(text, cuts, " \t\r\n")
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of a report, verbatim and stripped; [] for empty or whitespace-only text.
 
     Without any ``.``/``!``/``?`` boundary the text is cut into phrases at newlines, semicolons and
-    commas, so an unpunctuated lower-case report still separates its statements.
+    commas and into clauses where a new statement starts, so an unpunctuated lower-case report
+    still separates its statements.
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be a str, got {type(text).__name__}")
@@ -193,6 +355,11 @@ def _score(cues: tuple[tuple[re.Pattern, int], ...], sentence: str) -> int:
     return sum(w for p, w in cues if p.search(sentence))
 
 
+def _has_cue(text: str) -> bool:
+    """Whether the text names a catalog anatomy or another organ or topic."""
+    return any(p.search(text) for cues in (*ROUTING_CUES.values(), OTHER_CUES) for p, _ in cues)
+
+
 def _route(sentence: str) -> tuple[str | None, bool]:
     """(anatomy or None, whether the sentence had any cue at all)."""
     scores = {name: _score(ROUTING_CUES[name], sentence) for name in ROUTING_PRIORITY}
@@ -208,19 +375,26 @@ def route_sentence(sentence: str) -> str | None:
     return _route(sentence)[0]
 
 
-def split_report(text: str) -> dict[str, str]:
-    """Anatomy name -> its sentences joined by " " in report order, for every catalog anatomy.
+UNPUNCTUATED_WARNING = (
+    "report has no sentence punctuation (. ! ?): it was split into clauses heuristically (at "
+    "newlines, semicolons, commas and clause starts such as 'there is', 'no', 'the <organ>'); "
+    "check the per-anatomy texts"
+)
 
-    Cue-less sentences continue the previous sentence's anatomy; non-catalog sentences are
-    dropped; unmentioned anatomies get their catalog normal sentence. In an unpunctuated report,
-    consecutive phrases of one anatomy are kept as the one verbatim stretch they form. An empty
-    report gives every anatomy its normal sentence and a warning.
+
+def route_spans(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Anatomy name -> the (start, end) stretches of ``text`` it gets, in report order.
+
+    What :func:`split_report` joins, without its checks and warnings: cue-less sentences continue
+    the previous sentence's anatomy, non-catalog sentences are in no stretch, and in a report
+    without sentence punctuation consecutive clauses of one anatomy form one stretch.
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be a str, got {type(text).__name__}")
-    spans = sentence_spans(text)
-    if not spans:
-        warnings.warn("empty report: every anatomy gets its catalog normal sentence", stacklevel=2)
+    return _route_spans(text, sentence_spans(text))
+
+
+def _route_spans(text: str, spans: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
     phrase_mode = _phrase_mode(text)
     parts: dict[str, list[tuple[int, int]]] = {name: [] for name in ANATOMY_NAMES}
     previous = None
@@ -235,6 +409,27 @@ def split_report(text: str) -> dict[str, str]:
             else:
                 bucket.append((s, e))
         previous = name
+    return parts
+
+
+def split_report(text: str) -> dict[str, str]:
+    """Anatomy name -> its sentences joined by " " in report order, for every catalog anatomy.
+
+    Cue-less sentences continue the previous sentence's anatomy; non-catalog sentences are
+    dropped; unmentioned anatomies get their catalog normal sentence (:func:`route_spans`). A
+    report with no sentence punctuation at all (say lower case without ``.``) is cut into clauses
+    (:func:`sentence_spans`), consecutive clauses of one anatomy are kept as the one verbatim
+    stretch they form, and a warning (:data:`UNPUNCTUATED_WARNING`) says it was split
+    heuristically. An empty report gives every anatomy its normal sentence and a warning.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"report text must be a str, got {type(text).__name__}")
+    spans = sentence_spans(text)
+    if not spans:
+        warnings.warn("empty report: every anatomy gets its catalog normal sentence", stacklevel=2)
+    elif _phrase_mode(text):
+        warnings.warn(UNPUNCTUATED_WARNING, stacklevel=2)
+    parts = _route_spans(text, spans)
     return {
         a.name: " ".join(text[s:e] for s, e in parts[a.name]) or a.normal_sentence
         for a in ANATOMIES
