@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,11 +147,24 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+class LockTimeout(TimeoutError):
+    """A folder lock stayed held by another process for longer than the caller would wait."""
+
+
 @contextlib.contextmanager
-def folder_lock(target: str | Path) -> Iterator[None]:
+def folder_lock(
+    target: str | Path,
+    timeout: float = 1800.0,
+    notify: Callable[[str], None] | None = None,
+    notify_after: float = 5.0,
+) -> Iterator[None]:
     """Hold an exclusive lock on ``<parent>/.<name>.lock`` (POSIX ``flock``; a no-op elsewhere).
 
     Two processes building the same folder (two notebooks at once) then run one after the other.
+    The lock file names its holder's pid. A waiter says so through ``notify`` (default: a line on
+    stderr) after ``notify_after`` seconds, naming the lock and the holder, and gives up with
+    :class:`LockTimeout` after ``timeout`` seconds: nothing waits without a word or for ever. The
+    kernel releases a flock when its holder dies, so a killed process never leaves it held.
     """
     if fcntl is None:  # pragma: no cover
         yield
@@ -157,9 +172,31 @@ def folder_lock(target: str | Path) -> Iterator[None]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
+    say = notify or (lambda text: print(text, file=sys.stderr, flush=True))
     with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                holder = lock_path.read_text(errors="replace").strip() or "unknown"
+                if waited > timeout:
+                    raise LockTimeout(
+                        f"{lock_path} is still held by another process (pid {holder}) after "
+                        f"{timeout:.0f} s; wait for it to finish, or stop it"
+                    ) from None
+                if not told and waited > notify_after:
+                    say(f"waiting for {lock_path}, held by process {holder} ...")
+                    told = True
+                time.sleep(0.2)
         try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()).encode())
+            f.flush()
             yield
         finally:
+            f.truncate(0)
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)

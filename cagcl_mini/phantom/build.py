@@ -46,6 +46,7 @@ from cagcl_mini.phantom.plan import METADATA_COLUMNS, CasePlan, PhantomSpec, pla
 from cagcl_mini.phantom.render import RenderedVolume, render_volume
 
 MANIFEST = "dataset.json"
+WORKER_ENV = "CAGCL_MINI_PHANTOM_PARENT"  # set while worker processes run: the builder's pid
 MARKER = ".cagcl-mini-build.json"  # inside a build folder: its parameters
 
 
@@ -138,6 +139,22 @@ def _check_writable(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- build
+def _refuse_inside_a_worker() -> None:
+    """Stop at once when a worker process of a running build reaches ``make_dataset``.
+
+    Worker processes import the script that started the build; a script that calls a library
+    function at module level (no ``if __name__ == "__main__":``) would make every worker start
+    the same build and wait for the lock its parent holds. Failing here ends the worker, which
+    the parent reports (see ``_render_all``)."""
+    parent = os.environ.get(WORKER_ENV)
+    if parent and parent != str(os.getpid()):
+        raise DatasetWriteError(
+            f"make_dataset was called inside a worker process of the dataset build of process "
+            f'{parent}: the script that runs it needs `if __name__ == "__main__":` around its '
+            "top-level code"
+        )
+
+
 def _pool_context() -> mp.context.BaseContext:
     """forkserver where available (safe when torch threads are running), else spawn."""
     if "forkserver" in mp.get_all_start_methods():
@@ -195,14 +212,20 @@ def _render_all(
             for job in jobs:
                 done(_write_case(job))
         else:
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
-                for future in as_completed([pool.submit(_write_case, job) for job in jobs]):
-                    done(future.result())
+            os.environ[WORKER_ENV] = str(os.getpid())  # inherited: see _refuse_inside_a_worker
+            try:
+                with ProcessPoolExecutor(
+                    min(workers, len(jobs)), mp_context=_pool_context()
+                ) as pool:
+                    for future in as_completed([pool.submit(_write_case, job) for job in jobs]):
+                        done(future.result())
+            finally:
+                os.environ.pop(WORKER_ENV, None)
     except BrokenProcessPool as exc:
         raise DatasetWriteError(
             f"a worker process died while writing the dataset in {partial} ({exc}); run "
             "`cagcl-mini make-data --workers 1` to see its error. From a script, build the "
-            "dataset under `if __name__ == \"__main__\":` (worker processes import the script)"
+            'dataset under `if __name__ == "__main__":` (worker processes import the script)'
         ) from None
     finally:
         bar.close()
@@ -264,6 +287,7 @@ def make_dataset(
     processes render in parallel (default: all cores); the bytes do not depend on it. ``stats``,
     if given, receives per-volume CPU and wall times (used by the benchmark).
     """
+    _refuse_inside_a_worker()
     spec = (spec or PhantomSpec()).replace(**fields)
     params = spec.params()
     workers = (os.cpu_count() or 1) if workers is None else workers

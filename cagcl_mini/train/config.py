@@ -95,7 +95,8 @@ class TrainConfig:
     out_dir: str | None = None  # None = paths.checkpoint_dir() / run_name()
     num_workers: int = 0
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
-    amp: bool = True  # bf16 autocast (CUDA only)
+    amp: bool = True  # bf16 autocast of the forward on CUDA
+    cpu_bf16: bool = False  # the same on CPUs with native bf16 (AMX / AVX-512 BF16) only
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
     progress: bool = True  # tqdm progress bar
 

@@ -39,6 +39,7 @@ from cagcl_mini.train.batches import GlobalBatchSampler
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.log import MetricsLogger, read_log
 from cagcl_mini.train.setup import (
+    autocast_for,
     dataset_for,
     load_model,
     lr_factor,
@@ -146,13 +147,7 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
         generator=torch.Generator().manual_seed(config.seed + start),
     )
     batches = iter(loader)
-    use_amp = config.amp and device.type == "cuda"
-
-    def autocast():
-        if use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
+    autocast = autocast_for(config, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     metrics: dict[str, Any] = {}
     bar = tqdm(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")

@@ -5,6 +5,7 @@ groups of a run."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,22 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX, as oneDNN reports); elsewhere
+    CPU bf16 is emulated and slower than float32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_for(config: TrainConfig, device: torch.device):
+    """A factory of the forward's autocast context: bf16 on CUDA when ``config.amp``, on a CPU
+    with native bf16 when ``config.cpu_bf16``, else a no-op."""
+    if (device.type == "cuda" and config.amp) or (
+        device.type == "cpu" and config.cpu_bf16 and native_cpu_bf16()
+    ):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
