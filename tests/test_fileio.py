@@ -6,6 +6,8 @@ import json
 import math
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,3 +62,26 @@ def test_strict_json(tmp_path):
 def test_hashes_agree(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert fileio.file_sha256(tmp_path / "f") == fileio.sha256(b"abc")
+
+
+def test_a_held_lock_is_reported_and_times_out(tmp_path):
+    target = tmp_path / "ds"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from cagcl_mini.fileio import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(30)",
+         str(target)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+        with pytest.raises(fileio.LockTimeout, match=rf"held by another process \(pid {holder.pid}\)"):
+            with fileio.folder_lock(target, timeout=1.0, notify=said.append, notify_after=0.2):
+                pass
+        assert said and str(holder.pid) in said[0] and ".ds.lock" in said[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    with fileio.folder_lock(target, timeout=5.0):  # the kernel released the dead holder's lock
+        assert (tmp_path / ".ds.lock").read_text() == str(os.getpid())

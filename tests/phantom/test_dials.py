@@ -1,0 +1,85 @@
+"""The phantom's two dials: difficulty (how visible findings are) and site (another hospital)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cagcl_mini.anatomy import ALL_LABELS, CT_RATE_LABELS
+from cagcl_mini.data.dataset import CTReportDataset
+from cagcl_mini.layout import csv_path, ct_path, mask_path
+from cagcl_mini.phantom.build import WORKER_ENV, DatasetWriteError, make_dataset
+from cagcl_mini.phantom.findings import DIFFICULTIES, TUTORIAL, Visibility, visibility
+from cagcl_mini.phantom.plan import PhantomSpec, plan_case
+from cagcl_mini.phantom.render import body_for, render_volume, spec_for
+from cagcl_mini.phantom.sites import SITES
+
+LUNG_FINDINGS = ["Lung nodule", "Emphysema", "Lung opacity", "Pulmonary fibrotic sequela"]
+
+
+def test_every_finding_has_a_tutorial_visibility_at_least_the_realistic_one():
+    assert set(TUTORIAL) == set(ALL_LABELS) and DIFFICULTIES == ("tutorial", "realistic")
+    for name, vis in TUTORIAL.items():
+        assert vis.severity[0] >= 0.0 and vis.severity[1] <= 1.0, name
+        assert vis.extent >= 1.0 and vis.contrast >= 1.0, name
+        assert visibility(name, "realistic") == Visibility()
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        visibility("Lung nodule", "hard")
+
+
+@pytest.mark.parametrize("name", LUNG_FINDINGS + ["Cardiomegaly", "Hepatic steatosis"])
+def test_a_seed_keeps_its_patient_and_finding_across_difficulties(name):
+    body = body_for(5, 48)
+    easy, hard = (spec_for(5, name, body, d) for d in ("tutorial", "realistic"))
+    assert easy.side == hard.side  # the same draws
+    lo, hi = TUTORIAL[name].severity
+    assert lo <= easy.severity <= hi and easy.severity >= hard.severity * (hi - lo) + lo - 1e-9
+    without = [render_volume(5, 48, [], difficulty=d).hu for d in ("tutorial", "realistic")]
+    assert np.array_equal(*without), "the patient does not depend on the difficulty"
+    healthy = without[0]
+    changed = {
+        d: np.abs(render_volume(5, 48, [name], difficulty=d).hu - healthy).sum()
+        for d in ("tutorial", "realistic")
+    }
+    assert changed["tutorial"] >= changed["realistic"] > 0, changed
+
+
+def test_site_b_scans_stores_and_reports_differently():
+    a, b = plan_case(0, "valid", 4, 64, site="A"), plan_case(0, "valid", 4, 64, site="B")
+    assert a.intercept in SITES["A"].intercepts and b.intercept == 0
+    assert float(b.metadata["ZSpacing"]) == pytest.approx(2 * float(a.metadata["ZSpacing"]), 0.2)
+    assert b.metadata["NumberofSlices"] == "32" and b.metadata["Manufacturer"].endswith("site B")
+    sentences = [s for s in b.report["Findings_EN"].split(". ") if s]
+    assert all(s.rstrip(".").endswith("is present") for s in sentences) or "None of" in sentences[0]
+    assert b.label_columns() == CT_RATE_LABELS and a.label_columns() == ALL_LABELS
+    vol = render_volume(b.seed_sequence(), 64, b.findings, site="B")
+    assert vol.hu.shape == (64, 64, 32) == vol.labels.shape
+    assert vol.affine[2, 2] == pytest.approx(2 * body_for(b.seed_sequence(), 64).spacing[2])
+
+
+def test_a_site_b_dataset_loads_with_the_same_loader(tmp_path):
+    root = make_dataset(
+        tmp_path / "b", PhantomSpec(2, 3, 40, 0, site="B"), workers=1, progress=False
+    )
+    name = "valid_1_a_1.nii.gz"
+    ct, seg = nib.load(ct_path(root, name)), nib.load(mask_path(root, name))
+    assert ct.shape == seg.shape == (40, 40, 20)
+    np.testing.assert_allclose(ct.affine, seg.affine)
+    with open(csv_path(root, "labels", "valid"), newline="") as f:
+        assert next(csv.reader(f))[1:] == list(CT_RATE_LABELS)
+    ds = CTReportDataset(root, "valid", size=32)
+    item = ds[0]
+    assert item["image"].shape == (1, 32, 32, 32) and item["present"].sum() >= 6
+    air = float(np.asarray(ct.dataobj)[0, 0, 0])  # intercept 0: stored values are HU
+    assert -1024 <= air < -900
+
+
+def test_a_worker_process_never_starts_a_build(tmp_path, monkeypatch):
+    monkeypatch.setenv(WORKER_ENV, str(os.getpid() + 1))  # as if a build's worker imported us
+    with pytest.raises(DatasetWriteError, match='needs `if __name__ == "__main__":`'):
+        make_dataset(tmp_path / "x", n_train=1, n_valid=1, size=32, progress=False)
+    assert not (tmp_path / "x").exists()
