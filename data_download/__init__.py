@@ -7,7 +7,8 @@ Sources (``python -m data_download SOURCE --help``):
 - ``totalseg-masks``: run TotalSegmentator (optional dependency) on volumes lacking masks.
 
 Every download is resumable, verified (size, sha256 or md5 where known), written under a
-temporary name and renamed into place; tokens are never printed or logged.
+temporary name and renamed into place; tokens are never printed or logged, and never sent over
+plain http except to this machine (localhost, 127.0.0.0/8, ::1).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from data_download.errors import (
     ChecksumError,
     DestinationError,
     DownloadError,
+    InsecureTransportError,
     MissingDependencyError,
     RemoteNotFoundError,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "DestinationError",
     "DownloadError",
     "DownloadReport",
+    "InsecureTransportError",
     "MissingDependencyError",
     "RemoteNotFoundError",
     "download_ct_rate",

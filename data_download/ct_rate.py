@@ -26,7 +26,13 @@ from huggingface_hub import errors as hub_errors
 
 from cagcl_mini import layout
 from data_download.errors import AccessDeniedError, DownloadError, RemoteNotFoundError
-from data_download.http import RemoteFile, download, ensure_free_space, ensure_writable
+from data_download.http import (
+    RemoteFile,
+    check_token_transport,
+    download,
+    ensure_free_space,
+    ensure_writable,
+)
 from data_download.summary import DownloadReport
 from data_download.tables import upsert_rows
 
@@ -40,6 +46,7 @@ GATED_HELP = (
     "read token at https://huggingface.co/settings/tokens, then export HF_TOKEN=<token> "
     "or run `hf auth login`."
 )
+TOKEN_SOURCES = "HF_TOKEN or `hf auth login`"
 TABLE_KINDS = ("reports", "labels", "metadata")
 MASKS_NOTE = (
     "cagcl_mini.data.dataset needs a TotalSegmentator map for every volume: fetch CT-RATE's with "
@@ -84,6 +91,11 @@ class _Hub:
     def __init__(self, repo_id: str, revision: str, token: str, endpoint: str | None) -> None:
         self.repo_id, self.revision = repo_id, revision
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        check_token_transport(
+            self.endpoint,
+            f"the Hugging Face token ({TOKEN_SOURCES})",
+            "; point --mirror (or HF_ENDPOINT) at an https:// hub",
+        )
         self._token = token
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
@@ -256,12 +268,13 @@ def download_ct_rate(
 ) -> DownloadReport:
     """Fetch CT-RATE's CSVs and the first ``limit`` volumes of ``split`` (all when None or 0).
 
-    ``endpoint`` overrides the hub URL (default: ``HF_ENDPOINT`` or huggingface.co). With
+    ``endpoint`` overrides the hub URL (default: ``HF_ENDPOINT`` or huggingface.co); it must be
+    https unless it is this machine (the token is refused over plain http elsewhere). With
     ``dry_run`` the files and sizes are listed from hub metadata and nothing is downloaded.
     """
     layout.check_split(split)
+    hub = _Hub(repo_id, revision, hub_token(token), endpoint)  # token checks before any work
     dest = ensure_writable(Path(dest), create=not dry_run)
-    hub = _Hub(repo_id, revision, hub_token(token), endpoint)
     report = DownloadReport(SOURCE, dest, dry_run=dry_run)
     cache = dest / ".download" / SOURCE
     fetch_kwargs = {"progress": progress, "retries": retries, "backoff": backoff}

@@ -18,6 +18,10 @@ class AccessDeniedError(DownloadError):
         self.status = status
 
 
+class InsecureTransportError(DownloadError):
+    """A token would travel over plain http to another machine: refused before any request."""
+
+
 class RemoteNotFoundError(DownloadError):
     """The server does not have the file (404 or 410); callers skip it and report it."""
 

@@ -6,14 +6,17 @@ checked against its known size and sha256/md5, and only then renamed into place.
 deletes the partial file, so a destination never holds unverified bytes.
 
 Credentials travel only in headers (``RemoteFile.headers``), are sent only to the origin they were
-meant for (never across a redirect to another host, such as a CDN), and never appear in a log line,
-a progress bar or an error message: URLs are logged without their query string.
+meant for (never across a redirect to another host, such as a CDN), never over plain http except
+to this machine (:func:`check_token_transport`; loopback test servers and local mirrors stay
+usable), and never appear in a log line, a progress bar or an error message: URLs are logged
+without their query string.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ from data_download.errors import (
     ChecksumError,
     DestinationError,
     DownloadError,
+    InsecureTransportError,
     RemoteNotFoundError,
 )
 
@@ -78,6 +82,31 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def check_token_transport(url: str, token_name: str, remedy: str = "") -> None:
+    """Refuse (InsecureTransportError) to send the token ``token_name`` to ``url`` over plain http.
+
+    Plain http is allowed only to this machine (:func:`is_loopback`); anywhere else anyone on the
+    network path could read the token. ``remedy`` adds what else the user may do.
+    """
+    if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+        raise InsecureTransportError(
+            f"refusing to send {token_name} over plain http to {redact_url(url)}: anyone on the "
+            "network could read it; use an https:// URL (plain http is accepted only for this "
+            f"machine: localhost, 127.0.0.0/8, ::1){remedy}"
+        )
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
@@ -98,6 +127,8 @@ _OPENER = urllib.request.build_opener(_SameOriginAuthRedirect)
 
 
 def _open(url: str, headers: Mapping[str, str], *, method: str = "GET", timeout: float = 60.0):
+    if any(key.lower() == "authorization" for key in headers):
+        check_token_transport(url, "credentials (an Authorization header)")
     req = urllib.request.Request(url, method=method)
     req.add_header("User-Agent", USER_AGENT)
     for key, value in headers.items():

@@ -44,6 +44,7 @@ from cagcl_mini.fileio import atomic_path
 from data_download.errors import AccessDeniedError, DownloadError, RemoteNotFoundError
 from data_download.http import (
     RemoteFile,
+    check_token_transport,
     download,
     ensure_free_space,
     ensure_writable,
@@ -237,13 +238,26 @@ def download_rad_chestct(
 ) -> DownloadReport:
     """Fetch the first ``limit`` RAD-ChestCT volumes of ``split`` and convert them to our layout.
 
-    ``mirror`` replaces ``https://zenodo.org``; ``token`` defaults to ``$ZENODO_TOKEN``. The
-    ``.npz`` files are deleted after conversion unless ``keep_npz``.
+    ``mirror`` replaces ``https://zenodo.org``; ``token`` defaults to ``$ZENODO_TOKEN`` and is
+    required for Zenodo itself (AccessDeniedError before any request when missing), optional for
+    a mirror, and never sent over plain http except to this machine (InsecureTransportError).
+    The ``.npz`` files are deleted after conversion unless ``keep_npz``.
     """
     layout.check_split(split)
-    dest = ensure_writable(Path(dest), create=not dry_run)
     base = (mirror or ZENODO_URL).rstrip("/")
     token = token or os.environ.get(TOKEN_ENV)
+    if not token and mirror is None:  # Zenodo answers nothing without one: say so at once
+        raise AccessDeniedError(
+            f"{TOKEN_ENV} is not set, and Zenodo record {record} needs one: its files are shared "
+            f"only with accounts whose access request was granted. Ask for access on "
+            f"{ZENODO_URL}/records/{record}, then create a personal access token at "
+            f"{ZENODO_URL}/account/settings/applications/ and export {TOKEN_ENV}=<token>."
+        )
+    if token:
+        check_token_transport(
+            base, TOKEN_ENV, f"; or unset {TOKEN_ENV} if the --mirror needs no token"
+        )
+    dest = ensure_writable(Path(dest), create=not dry_run)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     report = DownloadReport(SOURCE, dest, dry_run=dry_run)
     cache = dest / ".download" / SOURCE

@@ -18,7 +18,7 @@ import numpy as np
 from cagcl_mini import layout
 from cagcl_mini.anatomy import TOTALSEG_MAX_ID
 from cagcl_mini.fileio import atomic_path
-from data_download.errors import DownloadError, MissingDependencyError
+from data_download.errors import DestinationError, DownloadError, MissingDependencyError
 from data_download.http import ensure_writable
 from data_download.summary import DownloadReport
 
@@ -37,8 +37,8 @@ WEIGHTS_HELP = (
 )
 
 
-def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """(volume, missing map path) for each volume of ``split`` without a TotalSegmentator map.
+def split_volumes(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """(volume, map path) for each volume of ``split`` under ``root``, in natural order.
 
     Both CT-RATE folder names are searched (``valid_fixed`` and ``valid``); a map goes to the same
     relative path under ``dataset/ts_seg/ts_total/``, which is where the loader looks.
@@ -46,7 +46,6 @@ def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
     layout.check_split(split)
     dataset = Path(root) / "dataset"
     found: dict[str, tuple[Path, Path]] = {}
-    seen: set[str] = set()
     for folder in (f"{split}_fixed", split):
         base = dataset / folder
         for path in sorted(base.rglob(f"*{layout.NIFTI_SUFFIX}")) if base.is_dir() else []:
@@ -54,13 +53,38 @@ def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
                 layout.parse_volume_name(path.name)
             except ValueError:
                 continue  # not a volume of the layout (a temporary file, a stray download)
-            if path.name in seen:  # the `_fixed` copy wins, as in the loader
-                continue
-            seen.add(path.name)
-            mask = dataset / layout.SEG_DIR / path.relative_to(dataset)
-            if not mask.is_file():
-                found[path.name] = (path, mask)
+            if path.name not in found:  # the `_fixed` copy wins, as in the loader
+                found[path.name] = (path, dataset / layout.SEG_DIR / path.relative_to(dataset))
     return [found[name] for name in sorted(found, key=layout.natural_key)]
+
+
+def volumes_without_masks(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """(volume, missing map path) for each volume of ``split`` without a TotalSegmentator map."""
+    return [(ct, mask) for ct, mask in split_volumes(root, split) if not mask.is_file()]
+
+
+def _check_has_volumes(dest: Path, split: str) -> list[tuple[Path, Path]]:
+    """The split's volumes; DestinationError naming the folder when there is none to look at."""
+    if not dest.is_dir():
+        problem = "is not a folder" if dest.exists() else "does not exist"
+        raise DestinationError(
+            f"{dest} {problem}: --dest must be a dataset root that holds dataset/{split}/... "
+            "volumes (the --dest of a ct-rate or rad-chestct download)"
+        )
+    folders = [dest / "dataset" / f for f in (f"{split}_fixed", split)]
+    if not any(f.is_dir() for f in folders):
+        raise DestinationError(
+            f"{folders[1]} does not exist (nor {folders[0].name}): {dest} holds no '{split}' "
+            "volumes to segment (pick the --split that was downloaded, or the right --dest)"
+        )
+    volumes = split_volumes(dest, split)
+    if not volumes:
+        present = [str(f) for f in folders if f.is_dir()]
+        raise DestinationError(
+            f"{' and '.join(present)} {'hold' if len(present) > 1 else 'holds'} no volumes: "
+            f"expected CT-RATE-named files such as {split}_1_a_1{layout.NIFTI_SUFFIX} in it"
+        )
+    return volumes
 
 
 def _segmenter():
@@ -106,14 +130,21 @@ def make_totalseg_masks(
 ) -> DownloadReport:
     """Segment the volumes of ``split`` under ``dest`` that lack a TotalSegmentator map.
 
-    ``device`` is TotalSegmentator's ("gpu" falls back to the CPU when there is none).
+    ``device`` is TotalSegmentator's ("gpu" falls back to the CPU when there is none). A ``dest``
+    that does not exist, has no ``dataset/<split>/`` folder, or holds no volumes there raises
+    DestinationError naming the folder (it is never "every volume already has a mask").
     """
-    dest = ensure_writable(Path(dest), create=False)
+    layout.check_split(split)
+    dest = Path(dest).expanduser()
+    volumes = _check_has_volumes(dest, split)
+    dest = ensure_writable(dest, create=False)
     report = DownloadReport(SOURCE, dest, dry_run=dry_run, verb="segment")
-    todo = volumes_without_masks(dest, split)
+    todo = [(ct, mask) for ct, mask in volumes if not mask.is_file()]
     todo = todo[:limit] if limit else todo
     if not todo:
-        report.notes.append(f"every '{split}' volume under {dest} already has a mask")
+        report.notes.append(
+            f"every '{split}' volume under {dest} ({len(volumes)} found) already has a mask"
+        )
         return report
     if dry_run:
         for ct, _ in todo:

@@ -3,6 +3,8 @@
 Each is a real ``http.server.ThreadingHTTPServer`` on 127.0.0.1 (port 0) in a daemon thread that
 serves real bytes, honours ``Range`` requests, records every request (method, path, headers), and
 can misbehave on purpose: cut a transfer halfway, answer 401/403/404, or serve the wrong bytes.
+``FakeServer(host=non_loopback_address())`` listens on this machine's network address instead,
+for the tests that check no token is sent over plain http to another machine.
 """
 
 from __future__ import annotations
@@ -17,10 +19,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (None when it has none).
+
+    Connecting a UDP socket sends nothing; it only picks the interface a packet would leave by.
+    """
+    for target in ("10.255.255.255", "198.51.100.1"):  # private / TEST-NET-2: nothing is sent
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect((target, 9))
+            address = probe.getsockname()[0]
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        if not address.startswith("127.") and address != "0.0.0.0":
+            return address
+    return None
+
+
 class FakeServer:
     """Serve ``files`` (URL path -> bytes) plus optional API ``routes``; record requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
         self.status: dict[str, tuple[int, dict[str, str]]] = {}  # path -> forced (code, headers)
         self.cut_once: set[str] = set()  # first GET of these paths stops halfway
@@ -52,7 +73,7 @@ class FakeServer:
             def do_POST(self):  # noqa: N802
                 self._handle("POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -2,18 +2,28 @@
 
 Routing accuracy and abnormal-flag accuracy / precision / recall
 (:mod:`cagcl_mini.evaluation.splitting`) in the reports' own sentence order and with the
-anatomies shuffled, and the median time to split and flag one report.
+anatomies shuffled, and the median time to split and flag one report. The same reports lower-cased
+and without punctuation (:func:`~cagcl_mini.evaluation.splitting.evaluate_unpunctuated`): how many
+of the 4 x 50 abnormal flags change (``unpunctuated_flag_flips``), how many sentences / words
+still reach their own anatomy, and the time per such report.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cagcl_mini import paths
-from cagcl_mini.evaluation.splitting import evaluate_splitting, load_cases, strip_preamble
+from cagcl_mini.evaluation.splitting import (
+    evaluate_splitting,
+    evaluate_unpunctuated,
+    load_cases,
+    strip_preamble,
+    unpunctuate,
+)
 from cagcl_mini.text.findings import is_abnormal
 from cagcl_mini.text.reports import split_report
 
@@ -29,7 +39,8 @@ def shared_reports_path() -> Path:
 
 
 def benchmark(path: str | Path | None = None, shuffle_seeds: int = 3, repeats: int = 3) -> dict:
-    """The figures of ``cagcl-mini bench reports``: both orders, flag precision/recall, speed.
+    """The figures of ``cagcl-mini bench reports``: both orders, flag precision/recall, speed, and
+    the unpunctuated lower-case reports' flag flips and routing.
 
     Raises FileNotFoundError naming the path when the shared data is absent.
     """
@@ -42,15 +53,15 @@ def benchmark(path: str | Path | None = None, shuffle_seeds: int = 3, repeats: i
     cases = load_cases(path)
     ordered = evaluate_splitting(cases)
     shuffled = [evaluate_splitting(cases, shuffle_seed=s) for s in range(max(1, shuffle_seeds))]
+    plain = evaluate_unpunctuated(cases)
+    plain_shuffled = [
+        evaluate_unpunctuated(cases, shuffle_seed=s) for s in range(max(1, shuffle_seeds))
+    ]
     reports = [" ".join(strip_preamble(a, t)[0] for a, t in c.items()) for c in cases.values()]
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        for report in reports:
-            out = split_report(report)
-            for name, text in out.items():
-                is_abnormal(name, text)
-        times.append((time.perf_counter() - start) / len(reports))
+    times = _seconds_per_report(reports, repeats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no sentence punctuation", expected here
+        plain_times = _seconds_per_report([unpunctuate(r) for r in reports], repeats)
     keys = ("routing_accuracy", "abnormal_accuracy", "abnormal_precision", "abnormal_recall")
     result = {k: round(ordered[k], 4) for k in (*keys, "abnormal_f1")}
     for k in keys:
@@ -74,6 +85,31 @@ def benchmark(path: str | Path | None = None, shuffle_seeds: int = 3, repeats: i
         ],
         confusion=ordered["confusion"],
         ms_per_report=round(1000 * float(np.median(times)), 3),
+        unpunctuated_flag_flips=plain["flag_flips"],
+        unpunctuated_flag_flips_shuffled_max=max(r["flag_flips"] for r in plain_shuffled),
+        unpunctuated_routing_accuracy=round(plain["routing_accuracy"], 4),
+        unpunctuated_word_routing_accuracy=round(plain["word_routing_accuracy"], 4),
+        unpunctuated_abnormal_accuracy=round(plain["abnormal_accuracy"], 4),
+        unpunctuated_flips=[
+            f"{d['case']}/{d['anatomy']}: punctuated "
+            f"{'abnormal' if d['punctuated'] else 'normal'}, unpunctuated "
+            f"{'abnormal' if d['unpunctuated'] else 'normal'}"
+            for d in plain["flips"]
+        ],
+        ms_per_unpunctuated_report=round(1000 * float(np.median(plain_times)), 3),
         path=str(path),
     )
     return result
+
+
+def _seconds_per_report(reports: list[str], repeats: int) -> list[float]:
+    """Per repeat, the mean seconds to split one report and flag its anatomies."""
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        for report in reports:
+            out = split_report(report)
+            for name, text in out.items():
+                is_abnormal(name, text)
+        times.append((time.perf_counter() - start) / max(len(reports), 1))
+    return times

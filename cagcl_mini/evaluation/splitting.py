@@ -185,9 +185,14 @@ def evaluate_unpunctuated(
             if all(w == name for w in words):
                 n_correct += 1
             else:
-                went = dict(Counter(words))
-                misrouted.append({"case": case, "sentence": unpunctuate(sentence), "true": name,
-                                  "went": went})  # fmt: skip
+                misrouted.append(
+                    {
+                        "case": case,
+                        "sentence": unpunctuate(sentence),
+                        "true": name,
+                        "went": dict(Counter(words)),
+                    }
+                )
         for name in order:
             before, after = is_abnormal(name, punctuated[name]), is_abnormal(name, out[name])
             labels.append(flags[name])
@@ -200,7 +205,7 @@ def evaluate_unpunctuated(
                         "punctuated": before,
                         "unpunctuated": after,
                         "text": out[name],
-                    }  # fmt: skip
+                    }
                 )
     return {
         "flag_flips": len(flips),

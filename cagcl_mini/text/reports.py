@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 
 from cagcl_mini.anatomy import ANATOMIES, ANATOMY_NAMES
 
@@ -90,7 +91,7 @@ _NEW_SUBJECT = _words(r"the|there")
 # Words that open a noun phrase (determiners, quantities, severities): a new statement starts at
 # one unless it continues what precedes ("in the", "is a", "the mild").
 _DETERMINER = _words(
-    r"the|a|an|no|any|some|several|multiple|many|few|numerous|mild|mildly|minimal|moderate"
+    r"the|a|an|no|any|some|several|multiple|many|few|numerous|mild|minimal|moderate"
     r"|severe|marked|slight|subtle|focal|diffuse|widespread|extensive|scattered|patchy|dense"
 )
 # Adjectives inside a noun phrase ("the left lung", "calcified plaques"): one opens a new phrase
@@ -100,12 +101,12 @@ _ATTRIBUTIVE = (
     r"both|either|bilateral|left|right|upper|lower|middle|anterior|posterior|lateral|medial"
     r"|superior|inferior|apical|basal|thoracic|abdominal|ascending|descending|main|major|minor"
     r"|proximal|distal|millimetric|millimeter|centimetric|nonspecific|non|specific|pathological"
-    r"|sequelae?|atheroma|fusiform|saccular|aneurysm(?:al|atic)"
+    r"|sequelae?|atheroma|fusiform|saccular|aneurysm(?:al|atic)|small|large|tiny|significant"
+    r"|linear|tubular|nodular|new|newly|old|chronic|acute"
 )
 _PREDICATIVE = _words(
-    r"small|large|tiny|calcified|calcific|non-?calcified|atherosclerotic|atheromatous"
-    r"|emphysematous|fibrotic|significant|enlarged|dilated|thickened|prominent|linear|tubular"
-    r"|nodular|new|newly|old|chronic|acute"
+    r"calcified|calcific|non-?calcified|atherosclerotic|atheromatous|emphysematous|fibrotic"
+    r"|enlarged|dilated|ectatic|thickened|prominent"
 )
 _MODIFIER = re.compile(f"{_ATTRIBUTIVE}|{_PREDICATIVE.pattern}", _I)
 # Organ words: a statement about another organ often starts at one ("lungs clear heart normal"),
@@ -156,17 +157,19 @@ def _binds(previous: str, word: str) -> bool:
     return bool(_BINDER.fullmatch(previous) or _CLAUSE_CONJ.fullmatch(previous))
 
 
-def _clause_cuts(text: str, hard: list[int] = ()) -> list[int]:
+def _clause_cuts(text: str, hard: Iterable[int] = ()) -> list[int]:
     """Starts of the clauses of unpunctuated text, given the cuts already made there (``hard``).
 
     A clause starts at "but"/"however"/..., after a statement's last word ("is observed", "are
-    normal") unless a preposition or size word continues it, at "there is/are", at a word that
-    opens a noun phrase ("the", "no", "mild", ...), at an adjective right after a noun ("... of the
-    esophagus atherosclerotic changes", but "aorta calcified esophagus normal" keeps the adjective
-    with the aorta), and at an organ word with its adjectives ("the left lung") -- unless a
-    preposition, conjunction or verb ties it to what precedes ("plaques in the aorta", "pleural or
-    pericardial", "there is no"). The last two (weaker) cues only cut when the clause so far
-    already names an organ, so "there is a sliding type hiatal hernia" stays whole.
+    normal", "normal size") unless a preposition or size word continues it, at "there is/are" or
+    "findings", at a word that opens a noun phrase ("the", "no", "mild", ...), at an adjective
+    right after a noun ("... of the esophagus atherosclerotic changes", but "aorta calcified
+    esophagus normal" keeps the adjective with the aorta), and at an organ word with its
+    adjectives ("the left lung") -- unless a preposition, conjunction or verb ties it to what
+    precedes ("plaques in the aorta", "pleural or pericardial", "there is no"). The last two
+    (weaker) cues only cut when the clause so far already names an organ, so "there is a sliding
+    type hiatal hernia" stays whole. A clause that still names two organs outright is then cut
+    where it best separates them (:func:`_topic_cuts`).
     """
     words = [(m.start(), m.group()) for m in _TOKEN.finditer(text)]
 
@@ -229,7 +232,58 @@ def _clause_cuts(text: str, hard: list[int] = ()) -> list[int]:
             continue
         cuts.append(cut)
         start = cut
+    bounds = sorted({0, *hard, *cuts, len(text)})
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        cuts += _topic_cuts(text, [w for w in words if a <= w[0] < b], a, b)
     return cuts
+
+
+def _topic(text: str) -> tuple[str, int] | None:
+    """(anatomy or "other", score) of the text's best cues, when they score at least 3."""
+    name, _ = _route(text)
+    score = _score(ROUTING_CUES[name], text) if name else _score(OTHER_CUES, text)
+    return (name or "other", score) if score >= 3 else None
+
+
+def _topic_cuts(text: str, words: list[tuple[int, str]], a: int, b: int) -> list[int]:
+    """Cuts of the clause text[a:b] that still names two organs outright ("... the heart
+    consolidation areas in both lungs"): at the word boundary that best separates them.
+
+    Only where a new phrase may start (not after a preposition, a conjunction, a verb, an
+    adjective; not at "proximal to"), at the split with the highest sum of the two halves' scores
+    (the latest of equals); each half is split again as needed.
+    """
+    whole = {**ROUTING_CUES, "other": OTHER_CUES}
+    named = [n for n, c in whole.items() if any(w >= 3 and p.search(text, a, b) for p, w in c)]
+    if len(named) < 2:
+        return []
+    best = None
+    for k in range(1, len(words)):
+        previous, word = words[k - 1][1], words[k][1]
+        following = words[k + 1][1] if k + 1 < len(words) else ""
+        if (
+            _BINDER.fullmatch(word)
+            or _CLAUSE_CONJ.fullmatch(word)
+            or _binds(previous, word)
+            or _NP_INSIDE.fullmatch(previous)
+            or _ORGAN_ADJECTIVE.fullmatch(previous)
+            or following == "to"
+        ):
+            continue
+        cut = words[k][0]
+        left, right = _topic(text[a:cut]), _topic(text[cut:b])
+        if (
+            left
+            and right
+            and left[0] != right[0]
+            and (best is None or left[1] + right[1] >= best[0])
+        ):
+            best = (left[1] + right[1], k)
+    if best is None:
+        return []
+    k = best[1]
+    cut = words[k][0]
+    return [*_topic_cuts(text, words[:k], a, cut), cut, *_topic_cuts(text, words[k:], cut, b)]
 
 
 def _phrase_mode(text: str) -> bool:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, shared_path
-from helpers_data_download import FakeHub, FakeServer, FakeZenodo
+from helpers_data_download import FakeHub, FakeServer, FakeZenodo, non_loopback_address
 
 from cagcl_mini import layout
 from cagcl_mini.anatomy import ANATOMY_ID, CT_RATE_LABELS
@@ -34,6 +35,7 @@ from data_download import (
     ChecksumError,
     DestinationError,
     DownloadError,
+    InsecureTransportError,
     MissingDependencyError,
     RemoteNotFoundError,
     download_ct_rate,
@@ -44,7 +46,14 @@ from data_download import (
     totalseg_example,
 )
 from data_download.__main__ import main as cli_main
-from data_download.http import RemoteFile, download, ensure_writable, redact_url
+from data_download.http import (
+    RemoteFile,
+    check_token_transport,
+    download,
+    ensure_writable,
+    is_loopback,
+    redact_url,
+)
 from data_download.tables import upsert_rows
 
 SECRET = "hf_SECRETtoken1234567890abcdef"
@@ -699,3 +708,141 @@ def test_upsert_rows_keeps_other_volumes_in_natural_order(tmp_path):
     table = pd.read_csv(path)
     assert table["VolumeName"].tolist() == ["valid_2_a_1.nii.gz", "valid_10_a_1.nii.gz"]
     assert table["x"].tolist() == [3, 1] and table["y"].isna().tolist() == [False, True]
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+@pytest.fixture
+def lan_address() -> str:
+    """This machine's non-loopback address, standing in for "another machine" on plain http."""
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to serve plain http on")
+    return address
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    return err
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8000/x", "http://127.3.4.5/", "http://localhost:1/", "http://[::1]:2/"],
+)
+def test_plain_http_with_a_token_is_allowed_to_this_machine(url):
+    assert is_loopback(url)
+    check_token_transport(url, "ZENODO_TOKEN")  # no error
+    check_token_transport("https://zenodo.org/api", "ZENODO_TOKEN")
+
+
+def test_token_transport_refusal_names_the_redacted_url_and_the_token():
+    assert not is_loopback("http://127.0.0.1.example.org/") and not is_loopback("http://10.0.0.1/")
+    with pytest.raises(InsecureTransportError) as info:
+        check_token_transport(
+            f"http://u:{SECRET}@mirror.example.org:8080/z?key={SECRET}", "X_TOKEN"
+        )
+    message = str(info.value)
+    assert "X_TOKEN" in message and "http://mirror.example.org:8080/z?…" in message
+    assert "https://" in message and SECRET not in message
+
+
+def test_download_never_sends_an_authorization_header_over_plain_http_to_another_machine(
+    tmp_path, lan_address
+):
+    with FakeServer(host=lan_address) as server:
+        server.files["/f"] = b"z" * 100
+        url = f"{server.url}/f"
+        with pytest.raises(InsecureTransportError, match=re.escape(redact_url(url))):
+            download(
+                RemoteFile(url, tmp_path / "f", "f", headers={"Authorization": f"Bearer {SECRET}"}),
+                progress=False,
+            )
+        assert server.requests == []  # refused before connecting
+        # a public file (no credentials) may still come over plain http
+        assert download(RemoteFile(url, tmp_path / "f", "f", size=100), progress=False) == "fetched"
+
+
+def test_rad_chestct_refuses_zenodo_token_to_a_plain_http_mirror(
+    tmp_path, lan_address, monkeypatch, capsys
+):
+    monkeypatch.setenv("ZENODO_TOKEN", SECRET)
+    files = {"val00001.npz": _npz(np.zeros((3, 4, 5), np.int16))}
+    with FakeServer(host=lan_address) as server:
+        FakeZenodo(server, "777", files, token=None)  # a public mirror
+        dest = tmp_path / "d"
+        args = ["rad-chestct", "--mirror", server.url, "--record", "777", "--dest", str(dest)]
+        assert cli_main([*args, "--no-progress"]) == 1
+        err = _one_line_error(capsys)
+        assert "ZENODO_TOKEN" in err and server.url in err and "https://" in err
+        assert "unset ZENODO_TOKEN" in err and SECRET not in err
+        assert server.requests == [] and not dest.exists()
+        # without the token the same public mirror is fine over plain http
+        monkeypatch.delenv("ZENODO_TOKEN")
+        report = download_rad_chestct(
+            dest, limit=1, record="777", mirror=server.url, progress=False
+        )
+        assert report.fetched == ["val00001.npz"]
+        assert all("Authorization" not in headers for _, _, headers in server.requests)
+
+
+def test_ct_rate_refuses_the_hub_token_to_a_plain_http_endpoint(tmp_path, lan_address):
+    with FakeServer(host=lan_address) as server:
+        FakeHub(server, REPO_ID, SECRET, _ct_rate_fixture())
+        with pytest.raises(InsecureTransportError) as info:
+            download_ct_rate(
+                tmp_path / "d", limit=1, endpoint=server.url, token=SECRET, progress=False
+            )
+        assert server.requests == []
+    message = str(info.value)
+    assert "HF_TOKEN" in message and server.url in message and "https://" in message
+    assert SECRET not in message and not (tmp_path / "d").exists()
+
+
+def test_rad_chestct_without_token_says_so_before_any_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ZENODO_TOKEN", raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Zenodo API was asked without a token")
+
+    monkeypatch.setattr(rad_chestct, "get_json", no_network)
+    dest = tmp_path / "d"
+    assert cli_main(["rad-chestct", "--dry-run", "--dest", str(dest), "--no-progress"]) == 1
+    err = _one_line_error(capsys)
+    assert "ZENODO_TOKEN is not set" in err and f"records/{rad_chestct.RECORD_ID}" in err
+    assert "access request" in err and "personal access token" in err
+    assert "account/settings/applications" in err and not dest.exists()
+
+
+def test_totalseg_masks_on_a_missing_folder_says_it_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "MISSING"
+    assert cli_main(["totalseg-masks", "--dest", str(missing)]) == 1
+    err = _one_line_error(capsys)
+    assert f"{missing} does not exist" in err and "already has a mask" not in err
+    assert not missing.exists()
+    with pytest.raises(DestinationError, match="is not a folder"):
+        make_totalseg_masks(Path(__file__), dry_run=True)
+
+
+def test_totalseg_masks_on_a_root_without_the_split_or_its_volumes_names_the_folder(
+    tmp_path, capsys
+):
+    (tmp_path / "dataset" / "train").mkdir(parents=True)  # another split only
+    assert cli_main(["totalseg-masks", "--dest", str(tmp_path), "--dry-run"]) == 1
+    err = _one_line_error(capsys)
+    assert f"{tmp_path / 'dataset' / 'valid'} does not exist" in err and "--split" in err
+    folder = tmp_path / "dataset" / "valid"
+    folder.mkdir()
+    (folder / "notes.nii.gz").write_bytes(b"not a volume of the layout")
+    with pytest.raises(DestinationError) as info:
+        make_totalseg_masks(tmp_path)
+    assert f"{folder} holds no volumes" in str(info.value)
+    assert "valid_1_a_1.nii.gz" in str(info.value)
+    _volume_without_mask(tmp_path)
+    layout.mask_path(tmp_path, "valid_1_a_1.nii.gz").parent.mkdir(parents=True)
+    layout.mask_path(tmp_path, "valid_1_a_1.nii.gz").write_bytes(b"")
+    done = make_totalseg_masks(tmp_path)
+    assert done.written == [] and "(1 found) already has a mask" in " ".join(done.notes)

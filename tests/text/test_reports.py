@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from cagcl_mini.anatomy import ANATOMIES, ANATOMY_NAMES, anatomy
 from cagcl_mini.bench.reports import benchmark
-from cagcl_mini.evaluation.splitting import evaluate_splitting, load_cases
+from cagcl_mini.evaluation.splitting import (
+    evaluate_splitting,
+    evaluate_unpunctuated,
+    load_cases,
+    unpunctuate,
+)
 from cagcl_mini.text.findings import (
     DictionaryEntry,
     abnormality_dictionary,
@@ -250,15 +255,143 @@ def test_split_report_rejects_non_text():
     ],
 )
 def test_lower_case_report_without_punctuation_routes_its_phrases(report):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(UserWarning, match="no sentence punctuation") as caught:
         out = split_report(report)
+    assert len(caught) == 1
     assert "lungs clear" in out["lung"] and "pleural effusion" in out["lung"]
     assert out["heart"].startswith(("heart normal", "the heart"))
     assert out["aorta"] in ("calcified plaques in the aorta", "the aorta calcified plaques")
     assert out["esophagus"] == anatomy("esophagus").normal_sentence
     assert not is_abnormal("lung", out["lung"]) and not is_abnormal("heart", out["heart"])
     assert is_abnormal("aorta", out["aorta"])
+
+
+# Unpunctuated lower-case reports in general radiology wording (none of them from CT-RATE):
+# report -> {anatomy: (words its text must contain, abnormal flag)}; other anatomies stay normal.
+UNPUNCTUATED = [
+    (
+        "the lungs are clear there is no pleural effusion or pneumothorax the heart is normal in "
+        "size there is no pericardial effusion the thoracic aorta is normal in caliber the "
+        "esophagus is unremarkable",
+        {
+            "lung": ("the lungs are clear there is no pleural effusion or pneumothorax", False),
+            "heart": ("the heart is normal in size there is no pericardial effusion", False),
+            "aorta": ("the thoracic aorta is normal in caliber", False),
+            "esophagus": ("the esophagus is unremarkable", False),
+        },
+    ),
+    (
+        "bilateral lower lobe consolidation with air bronchograms small bilateral pleural "
+        "effusions mild cardiomegaly coronary artery calcifications ascending aorta measures 45 mm "
+        "no hiatal hernia",
+        {
+            "lung": ("consolidation with air bronchograms small bilateral pleural effusions", True),
+            "heart": ("mild cardiomegaly coronary artery calcifications", True),
+            "aorta": ("ascending aorta measures 45 mm", False),
+            "esophagus": ("no hiatal hernia", False),
+        },
+    ),
+    (
+        "no focal consolidation nodule or mass heart size normal no pericardial effusion mild "
+        "atherosclerotic calcification of the aortic arch small hiatal hernia",
+        {
+            "lung": ("no focal consolidation nodule or mass", False),
+            "heart": ("heart size normal no pericardial effusion", False),
+            "aorta": ("mild atherosclerotic calcification of the aortic arch", True),
+            "esophagus": ("small hiatal hernia", True),
+        },
+    ),
+    (
+        "lungs clear heart normal aorta calcified esophagus normal",
+        {
+            "lung": ("lungs clear", False),
+            "heart": ("heart normal", False),
+            "aorta": ("aorta calcified", True),
+            "esophagus": ("esophagus normal", False),
+        },
+    ),
+    (
+        "moderate centrilobular emphysema no pulmonary nodules no pleural effusion mild bibasilar "
+        "atelectasis heart size within normal limits no coronary artery calcification the "
+        "esophagus is distended with fluid",
+        {
+            "lung": ("emphysema no pulmonary nodules no pleural effusion mild bibasilar", True),
+            "heart": ("heart size within normal limits no coronary artery calcification", False),
+            "esophagus": ("the esophagus is distended with fluid", True),
+        },
+    ),
+    (
+        "a 6 mm nodule in the right middle lobe no mediastinal or hilar lymphadenopathy the liver "
+        "is unremarkable the spleen is enlarged degenerative changes of the thoracic spine",
+        {
+            "lung": ("a 6 mm nodule in the right middle lobe", True),
+            "trachea": ("no mediastinal or hilar lymphadenopathy", False),
+            "liver": ("the liver is unremarkable", False),
+            "spleen": ("the spleen is enlarged", True),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("report", "expected"), UNPUNCTUATED)
+def test_unpunctuated_report_is_split_into_clauses_routed_home(report, expected):
+    with pytest.warns(UserWarning, match="no sentence punctuation"):
+        out = split_report(report)
+    for name, text in out.items():
+        if name in expected:
+            words, abnormal = expected[name]
+            assert words in text, (name, text)
+            assert is_abnormal(name, text) == abnormal, (name, text)
+        else:
+            assert text == anatomy(name).normal_sentence, (name, text)
+    assert "spine" not in " ".join(out.values())  # a non-catalog clause is dropped
+    _assert_verbatim(report, out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # an organ word tied to what precedes by a preposition, "or", or an organ adjective
+            "there is a sliding type hiatal hernia at the lower end of the esophagus",
+            ["there is a sliding type hiatal hernia at the lower end of the esophagus"],
+        ),
+        ("no pleural or pericardial effusion", ["no pleural or pericardial effusion"]),
+        (
+            "the heart is enlarged but there is no pericardial effusion",
+            ["the heart is enlarged", "but there is no pericardial effusion"],
+        ),
+        (  # "and" before a new subject ends the statement
+            "the lungs are clear and the heart is normal in size",
+            ["the lungs are clear and", "the heart is normal in size"],
+        ),
+        (  # two organs in one clause are cut where they separate best
+            "mild cardiomegaly with increase of the cardiothoracic ratio consolidation in the "
+            "lower lobe of the left lung",
+            [
+                "mild cardiomegaly with increase of the cardiothoracic ratio",
+                "consolidation in the lower lobe of the left lung",
+            ],
+        ),
+    ],
+)
+def test_unpunctuated_clause_boundaries(text, expected):
+    assert split_sentences(text) == expected
+
+
+def test_negation_stops_at_a_clause_start_in_unpunctuated_text():
+    assert is_abnormal("lung", "no pleural effusion mild bibasilar atelectasis")
+    assert is_abnormal("heart", "pericardial effusion was not detected the heart is enlarged")
+    assert not is_abnormal("lung", "no focal consolidation, nodule, or mass")  # commas: one list
+    assert not is_abnormal("lung", "no focal consolidation nodule or mass in the lungs")
+
+
+def test_punctuated_or_empty_report_gives_no_heuristic_split_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_report("The lungs are clear. The heart is normal")  # one boundary is enough
+    with pytest.warns(UserWarning, match="empty report") as caught:
+        split_report(" ")
+    assert len(caught) == 1
 
 
 def _assert_verbatim(report: str, out: dict[str, str]) -> None:
@@ -346,6 +479,18 @@ def test_real_ct_rate_reports_meet_the_acceptance_numbers():
         assert result["abnormal_recall"] >= 0.95
 
 
+def test_real_reports_unpunctuated_keep_their_flags():
+    """Lower-cased without punctuation, the 50 real reports keep (almost) all 200 flags."""
+    cases = load_cases(shared_path(*REAL))
+    for seed in (None, 0, 1):
+        result = evaluate_unpunctuated(cases, shuffle_seed=seed)
+        assert result["n_pairs"] == 200
+        assert result["flag_flips"] <= 3, result["flips"]
+        assert result["abnormal_accuracy"] >= 0.88
+        assert result["word_routing_accuracy"] >= 0.95, result["misrouted"]
+        assert result["routing_accuracy"] >= 0.9, result["misrouted"]
+
+
 def test_real_reports_are_never_altered():
     cases = load_cases(shared_path(*REAL))
     for texts in cases.values():
@@ -389,3 +534,23 @@ def test_benchmark_on_a_small_file(tmp_path):
     assert result["n_sentences"] == 6 and result["n_pairs"] == 4
     assert result["routing_accuracy"] == 1.0 and result["abnormal_accuracy"] == 1.0
     assert result["abnormal_precision"] == 1.0 and result["abnormal_recall"] == 1.0
+    assert result["unpunctuated_flag_flips"] == 0 and result["unpunctuated_flips"] == []
+    assert result["unpunctuated_flag_flips_shuffled_max"] == 0
+    assert result["unpunctuated_routing_accuracy"] == 1.0
+    assert result["unpunctuated_word_routing_accuracy"] == 1.0
+    assert result["unpunctuated_abnormal_accuracy"] == 1.0
+    assert result["ms_per_unpunctuated_report"] > 0
+
+
+def test_evaluate_unpunctuated_counts_flips_against_the_punctuated_flags():
+    cases = {
+        "c1": {
+            "lung": "There is a nodule in the left lung. No pleural effusion.",
+            "heart": "heart shows no significant abnormalities.The heart is normal.",
+        }
+    }
+    result = evaluate_unpunctuated(cases)
+    assert result["flag_flips"] == 0 and result["n_pairs"] == 2
+    assert result["n_sentences"] == 3 and result["routing_accuracy"] == 1.0
+    assert result["n_words"] == 15 and result["word_routing_accuracy"] == 1.0
+    assert unpunctuate("No effusion.Heart, normal!") == "no effusion heart  normal "
