@@ -24,6 +24,13 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else home() / "data" / "default"
 
 
+def site_data_dir(site: str) -> Path:
+    """Where the embedded dataset of another hospital lives: ``<default data dir>-site-<site>``
+    beside the default one (site ``A`` is the default data dir itself)."""
+    base = default_data_dir()
+    return base if site == "A" else base.with_name(f"{base.name}-site-{site}")
+
+
 def checkpoint_dir() -> Path:
     """Where trained tutorial checkpoints are cached, one sub-folder per run name."""
     return home() / "checkpoints"

@@ -15,23 +15,37 @@ from typing import Any
 
 import torch
 
-from cagcl_mini.experiments.claims import compare_presets
+from cagcl_mini.anatomy import prompt_family_names
+from cagcl_mini.evaluation.prompts import load_prompts
+from cagcl_mini.experiments.claims import SEEDS, compare_presets
 from cagcl_mini.train.config import TrainConfig, resolve_config
 
 
 def benchmark(
-    seeds: int = 3,
+    seeds: int = SEEDS,
     out: str | Path | None = None,
     base: str | TrainConfig = "cpu-quick",
     steps: int | None = None,
+    difficulty: str | None = None,
+    prompts: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The claims' figures; ``steps`` replaces the budget of ``base`` (warmup scaled with it)."""
+    """The claims' figures; ``steps`` replaces the budget of ``base`` (warmup scaled with it),
+    ``difficulty`` the phantom's, and ``prompts`` (a prompt file) adds its families to claim b's
+    spread (:mod:`cagcl_mini.evaluation.prompts`)."""
     t0 = time.perf_counter()
     base = resolve_config(base).with_steps(steps)
+    if difficulty is not None:
+        base = base.replace(data_difficulty=difficulty)
+    families = None
+    if prompts is not None:
+        families = [*prompt_family_names(), *load_prompts(prompts).values()]
     with tempfile.TemporaryDirectory(prefix="cagcl-claims-") as tmp:
-        result = compare_presets(seeds, base=base, out=out if out is not None else tmp)
+        result = compare_presets(
+            seeds, base=base, out=out if out is not None else tmp, families=families
+        )
     result["config"] = {k: v for k, v in base.to_dict().items() if k not in ("loss_preset", "seed")}
     result["seeds"] = seeds
+    result["prompts"] = None if prompts is None else str(prompts)
     result["threads"] = torch.get_num_threads()
     result["wall_seconds"] = time.perf_counter() - t0
     return result

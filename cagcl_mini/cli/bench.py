@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cagcl_mini.fileio import jsonable
+from cagcl_mini.phantom.findings import DIFFICULTIES
 
 HELP = "measure the figures of the README"
 
@@ -46,13 +47,16 @@ def _train(args: argparse.Namespace) -> dict:
 def _claims(args: argparse.Namespace) -> dict:
     from cagcl_mini.bench import claims  # heavy (cli docstring)
 
-    return claims.benchmark(seeds=args.seeds, out=args.out, steps=args.steps)
+    return claims.benchmark(
+        seeds=args.seeds, out=args.out, steps=args.steps, difficulty=args.difficulty,
+        prompts=args.prompts,
+    )  # fmt: skip
 
 
 def _probe(args: argparse.Namespace) -> dict:
     from cagcl_mini.bench import probe  # heavy (cli docstring)
 
-    return probe.benchmark(steps=args.steps)
+    return probe.benchmark(steps=args.steps, seed=args.seed, difficulty=args.difficulty)
 
 
 # name: (help, function, the options it takes beyond --json)
@@ -61,8 +65,16 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "reports": ("report splitting on the real CT-RATE cases", _reports, ("repeats", "seeds")),
     "pooling": ("mask pooling speed vs sum() and a loop", _pooling, ("repeats",)),
     "train": ("training throughput, memory, text caches", _train, ("repeats", "out")),
-    "claims": ("the CA-GCL claims, fvlm vs cagcl over seeds", _claims, ("seeds", "steps", "out")),
-    "probe": ("zero-shot AUC next to its supervised bounds", _probe, ("steps",)),
+    "claims": (
+        "the CA-GCL claims, fvlm vs cagcl over seeds",
+        _claims,
+        ("claim_seeds", "steps", "difficulty", "prompts", "out"),
+    ),
+    "probe": (
+        "zero-shot AUC next to its supervised bounds",
+        _probe,
+        ("steps", "seed", "difficulty"),
+    ),
 }
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "repeats": (("--repeats",), {"type": int, "default": 3, "help": "timed repeats"}),
@@ -70,6 +82,19 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "steps": (
         ("--steps",),
         {"type": int, "default": None, "help": "training steps (default: the preset's)"},
+    ),
+    "seed": (("--seed",), {"type": int, "default": 0, "help": "training seed"}),
+    "claim_seeds": (
+        ("--seeds",),
+        {"type": int, "default": 5, "help": "training seeds per preset (means with 95%% t intervals)"},
+    ),
+    "prompts": (
+        ("--prompts",),
+        {"type": Path, "default": None, "help": "a prompt file whose families join claim b"},
+    ),
+    "difficulty": (
+        ("--difficulty",),
+        {"choices": DIFFICULTIES, "default": None, "help": "phantom difficulty (default: tutorial)"},
     ),
     "out": (
         ("--out",),

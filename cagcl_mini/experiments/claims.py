@@ -28,32 +28,49 @@ from typing import Any
 
 import pandas as pd
 
+from cagcl_mini.anatomy import prompt_family_names
 from cagcl_mini.evaluation.embed import as_embedded
 from cagcl_mini.evaluation.evaluate import collapse_stats
+from cagcl_mini.evaluation.prompts import PromptFamily
+from cagcl_mini.evaluation.retrieval import anatomy_recognition
+from cagcl_mini.evaluation.uncertainty import t_interval
 from cagcl_mini.evaluation.zero_shot import prompt_robustness, zero_shot_detection
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.loop import ensure_trained
 from cagcl_mini.train.setup import dataset_for, load_model
 
-CLAIM_PRESETS: tuple[str, ...] = ("fvlm", "cagcl")
+CLAIM_PRESETS: tuple[str, ...] = ("fvlm", "ctglip", "cagcl")
+SEEDS = 5  # training seeds per preset (claims are means over them, with 95 % t intervals)
 HEADLINE: tuple[str, ...] = ("cross_anatomy_text_cos_mean", "prompt_auc_std", "macro_auc")
 AUC_TARGET = 0.90  # claim c
 STD_RATIO = 0.5  # claim b: cagcl's prompt-family std at most this fraction of fvlm's
 
 
-def claim_metrics(model: Any, valid: Any) -> dict[str, Any]:
+def claim_metrics(
+    model: Any,
+    valid: Any,
+    families: Sequence[str | PromptFamily] | None = None,
+    site_b: Any = None,
+) -> dict[str, Any]:
     """The claims' numbers of one model on one split (a dataset or an ``EmbeddedSplit``).
 
     Keys: ``cross_anatomy_text_cos_mean`` / ``_std`` / ``share_above_0.9``,
     ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
-    ``macro_auc_ct_rate``, ``per_abnormality_auc``.
+    ``macro_auc_ct_rate``, ``per_abnormality_auc``, ``anatomy_top1``; with ``site_b`` (a second
+    site's validation split), ``site_b_macro_auc``. ``families`` are the prompt families of the
+    robustness spread (default: the built-in ones).
     """
     split = as_embedded(model, valid)
     detection = zero_shot_detection(model, split)
-    robustness = prompt_robustness(model, split)
+    robustness = prompt_robustness(model, split, families or prompt_family_names())
     collapse = collapse_stats(split)
-    return {
+    extra = {"anatomy_top1": anatomy_recognition(model, split)["top1"]}
+    if site_b is not None:
+        extra["site_b_macro_auc"] = zero_shot_detection(model, as_embedded(model, site_b)).macro[
+            "auc"
+        ]
+    return extra | {
         "cross_anatomy_text_cos_mean": collapse["across"]["mean"],
         "cross_anatomy_text_cos_std": collapse["across"]["std"],
         "share_above_0.9": collapse["across"]["share_above"],
@@ -70,10 +87,16 @@ def claim_metrics(model: Any, valid: Any) -> dict[str, Any]:
     }
 
 
-def evaluate_run(checkpoint: str | Path) -> dict[str, Any]:
-    """:func:`claim_metrics` of a trained checkpoint on its own config's validation split."""
+def evaluate_run(
+    checkpoint: str | Path,
+    families: Sequence[str | PromptFamily] | None = None,
+    site_b: bool = False,
+) -> dict[str, Any]:
+    """:func:`claim_metrics` of a trained checkpoint on its own config's validation split (and
+    on the phantom's site B, without fine-tuning, when ``site_b``)."""
     model, config = load_model(checkpoint)
-    return claim_metrics(model, dataset_for(config, "valid"))
+    transfer = dataset_for(config, "valid", site="B") if site_b else None
+    return claim_metrics(model, dataset_for(config, "valid"), families, transfer)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -84,13 +107,15 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means (the headline keys), ``<key>_std`` over seeds and ``per_seed`` lists of the scalars."""
+    """Means over seeds of every scalar, ``<key>_std`` (sample standard deviation), ``<key>_ci95``
+    (the 95 % Student-t interval of the mean over seeds, :func:`t_interval`) and ``per_seed``."""
     scalars = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k != "seed"]
     out: dict[str, Any] = {}
     for key in scalars:
         mean, std = _mean_std([r[key] for r in runs])
         out[key] = mean
         out[f"{key}_std"] = std
+        out[f"{key}_ci95"] = list(t_interval([r[key] for r in runs]))
     out["per_seed"] = {key: [r[key] for r in runs] for key in ["seed", *scalars]}
     families = list(runs[0]["family_auc"])
     out["family_auc"] = {f: _mean_std([r["family_auc"][f] for r in runs])[0] for f in families}
@@ -129,23 +154,35 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
     out["a"]["cagcl_share_above_0.9"] = cagcl["share_above_0.9"]
     std_f = fvlm["prompt_auc_std"]
     out["b"]["ratio"] = cagcl["prompt_auc_std"] / std_f if std_f else math.nan
+    stds = zip(cagcl["per_seed"]["prompt_auc_std"], fvlm["per_seed"]["prompt_auc_std"], strict=True)
+    ratios = [c / f if f else math.nan for c, f in stds]
+    out["b"]["ratio_ci95"] = list(t_interval(ratios))
+    for key, claim in (("cross_anatomy_text_cos_mean", "a"), ("macro_auc", "c")):
+        pairs = zip(cagcl["per_seed"][key], fvlm["per_seed"][key], strict=True)
+        diffs = [c - f for c, f in pairs]
+        out[claim]["cagcl_minus_fvlm"] = _mean_std(diffs)[0]
+        out[claim]["cagcl_minus_fvlm_ci95"] = list(t_interval(diffs))
     out["n_seeds"] = n
     return out
 
 
 def compare_presets(
-    seeds: int | Sequence[int] = 3,
+    seeds: int | Sequence[int] = SEEDS,
     presets: Sequence[str] = CLAIM_PRESETS,
     base: str | TrainConfig = "cpu-quick",
     out: str | Path | None = None,
     progress: bool = False,
+    families: Sequence[str | PromptFamily] | None = None,
+    site_b: bool = True,
 ) -> dict[str, Any]:
     """Train (or reuse) ``base`` with each loss preset and seed, and aggregate the claims.
 
     Runs differ only in ``loss_preset`` (and the augmentation it implies) and ``seed``. ``out``
     holds the run folders (a matching finished run there is reused); None = the cache
-    (``$CAGCL_MINI_HOME/checkpoints``). Returns ``{preset: aggregate}`` plus ``runs`` (every run's
-    metrics, training and evaluation seconds) and ``claims`` (:func:`verdicts`).
+    (``$CAGCL_MINI_HOME/checkpoints``). ``families`` are the prompt families of claim b (default:
+    the built-in ones); ``site_b`` also scores every run on the phantom's second hospital (only
+    for phantom data). Returns ``{preset: aggregate}`` plus ``runs`` (every run's metrics,
+    training and evaluation seconds) and ``claims`` (:func:`verdicts`).
     """
     base = resolve_config(base)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -160,7 +197,7 @@ def compare_presets(
             t0 = time.perf_counter()
             checkpoint = ensure_trained(config, progress=progress)
             t1 = time.perf_counter()
-            metrics = evaluate_run(checkpoint)
+            metrics = evaluate_run(checkpoint, families, site_b and base.data_root is None)
             metrics.update(seed=seed, train_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1)
             runs[name].append(metrics)
     result: dict[str, Any] = {name: aggregate(r) for name, r in runs.items()}

@@ -40,8 +40,8 @@ from cagcl_mini.data.dataset import collate
 from cagcl_mini.evaluation.embed import EmbeddedSplit
 from cagcl_mini.evaluation.metrics import auc, both_classes
 from cagcl_mini.losses.targets import catalog_label_anatomy
-from cagcl_mini.nn.model import image_and_anatomy
-from cagcl_mini.nn.pooling import mean_mask_pool
+from cagcl_mini.nn.model import ModelConfig, image_and_anatomy
+from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
 from cagcl_mini.nn.vision import build_vision_encoder
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.setup import dataset_for, lr_factor
@@ -131,26 +131,37 @@ def intensity_probe(datasets: Sequence[Any]) -> dict[str, Any]:
 
 
 class SupervisedProbe(nn.Module):
-    """Vision encoder + mean mask pooling + one logit per label from its anatomy's features."""
+    """The model's image tower (vision encoder + its mask pooling) + one logit per label from its
+    anatomy's pooled features."""
 
-    def __init__(
-        self, vision: str = "tiny", num_anatomies: int = len(ANATOMY_NAMES), **vision_kwargs: Any
-    ) -> None:
+    def __init__(self, model: ModelConfig | None = None) -> None:
         super().__init__()
-        if int(LABEL_ANATOMY.max()) >= num_anatomies:
+        cfg = model or ModelConfig()
+        if int(LABEL_ANATOMY.max()) >= cfg.num_anatomies:
             raise ValueError(
-                f"the labels need all {len(ANATOMY_NAMES)} anatomies, got {num_anatomies}"
+                f"the labels need all {len(ANATOMY_NAMES)} anatomies, got {cfg.num_anatomies}"
             )
-        self.vision = build_vision_encoder(vision, **vision_kwargs)
-        self.num_anatomies = num_anatomies
+        self.vision = build_vision_encoder(cfg.vision, **cfg.vision_kwargs)
+        self.num_anatomies, self.min_coverage = cfg.num_anatomies, cfg.min_coverage
         channels = int(self.vision.out_channels)
+        self.attention_pool = (
+            AttentionMaskPool(
+                channels, cfg.num_anatomies, cfg.attention_heads, min_coverage=cfg.min_coverage
+            )
+            if cfg.pooling == "attention"
+            else None
+        )
         self.weight = nn.Parameter(torch.zeros(len(ALL_LABELS), channels))
         self.bias = nn.Parameter(torch.zeros(len(ALL_LABELS)))
         self.register_buffer("label_anatomy", torch.as_tensor(LABEL_ANATOMY), persistent=False)
 
     def forward(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
         """(B,A) logits from an image batch (B,1,H,W,D) and its anatomy map (B,H,W,D)."""
-        pooled, _ = mean_mask_pool(self.vision(image), anatomy, self.num_anatomies)
+        features = self.vision(image)
+        if self.attention_pool is not None:
+            pooled, _ = self.attention_pool(features, anatomy)
+        else:
+            pooled, _ = mean_mask_pool(features, anatomy, self.num_anatomies, self.min_coverage)
         per_label = pooled[:, self.label_anatomy]  # (B,A,C): each label sees its anatomy
         return (per_label * self.weight).sum(-1) + self.bias
 
@@ -183,7 +194,7 @@ def supervised_probe(
         )
     model_cfg = config.model_config()
     torch.manual_seed(seed)
-    probe = SupervisedProbe(model_cfg.vision, model_cfg.num_anatomies, **model_cfg.vision_kwargs)
+    probe = SupervisedProbe(model_cfg)
     optimizer = torch.optim.AdamW(
         probe.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

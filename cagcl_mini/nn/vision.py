@@ -26,12 +26,43 @@ from monai.networks.nets.resnet import ResNetFeatures, resnet_params
 from torch import nn
 
 
+class WindowChannels(nn.Module):
+    """One input channel per HU window, computed from the dataset's [0, 1] image.
+
+    The loader maps ``input_window`` (HU) to [0, 1]; a radiologist looks at the same volume in
+    several windows (lung, mediastinum...). Each window ``(lo, hi)`` becomes a channel
+    ``clamp((HU - lo) / (hi - lo), 0, 1)``, so contrasts of a few tens of HU inside soft tissue
+    span the whole range of one channel instead of a few hundredths of the wide one.
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[Sequence[float]],
+        input_window: Sequence[float] = (-1000.0, 1000.0),
+    ) -> None:
+        super().__init__()
+        lo, hi = (float(v) for v in input_window)
+        pairs = [(float(a), float(b)) for a, b in windows]
+        if not pairs or any(not a < b for a, b in pairs):
+            raise ValueError(f"windows must be (low, high) pairs with low < high, got {windows!r}")
+        # HU = lo + x * (hi - lo); channel = (HU - a) / (b - a) = x * scale + shift
+        scale = torch.tensor([(hi - lo) / (b - a) for a, b in pairs])
+        shift = torch.tensor([(lo - a) / (b - a) for a, b in pairs])
+        self.register_buffer("scale", scale.view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, -1, 1, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W, D) in [0, 1] -> (B, n_windows, H, W, D) in [0, 1]."""
+        return (image * self.scale + self.shift).clamp(0.0, 1.0)
+
+
 class TinyEncoder(nn.Module):
     """A small CNN: patchify stem, then residual units; trains in seconds per epoch on a CPU.
 
     ``channels[i]`` / ``strides[i]`` describe stage i; stage 0 is a ``Convolution`` whose kernel
     equals its stride (non-overlapping patches, cheap at full resolution), later stages are
     MONAI ``ResidualUnit`` blocks (two 3x3x3 convolutions and a skip connection each).
+    ``windows`` (HU pairs) replaces the single input channel with :class:`WindowChannels`.
     """
 
     def __init__(
@@ -42,8 +73,12 @@ class TinyEncoder(nn.Module):
         norm: str | tuple = "instance",
         act: str | tuple = "prelu",
         dropout: float | None = None,
+        windows: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
+        self.windows = WindowChannels(windows) if windows else None
+        if self.windows is not None:
+            in_channels = len(windows)
         if len(channels) != len(strides) or not channels:
             raise ValueError(
                 f"TinyEncoder needs one stride per stage, got channels={tuple(channels)} "
@@ -82,6 +117,8 @@ class TinyEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride)."""
+        if self.windows is not None:
+            image = self.windows(image)
         return self.layers(image)
 
 

@@ -46,7 +46,28 @@ class Visibility:
 
 # The tutorial difficulty, calibrated against what a supervised image tower sees at the tutorial
 # budget (README, "A calibrated phantom"); realistic is Visibility() for every finding.
-TUTORIAL: dict[str, Visibility] = {name: Visibility((0.6, 1.0)) for name in ALL_LABELS}
+_TUTORIAL_CHANGES: dict[str, tuple[float, float]] = {  # name: (extent, contrast)
+    "Medical material": (2.0, 1.0),
+    "Arterial wall calcification": (2.2, 1.0),
+    "Coronary artery wall calcification": (1.8, 1.0),
+    "Lymphadenopathy": (2.0, 1.0),
+    "Emphysema": (2.2, 1.0),
+    "Atelectasis": (2.0, 1.4),
+    "Lung nodule": (1.7, 1.2),
+    "Lung opacity": (1.3, 1.3),
+    "Pulmonary fibrotic sequela": (1.5, 1.0),
+    "Mosaic attenuation pattern": (1.5, 1.8),
+    "Peribronchial thickening": (1.3, 1.0),
+    "Consolidation": (1.3, 1.0),
+    "Bronchiectasis": (2.0, 1.8),
+    "Interlobular septal thickening": (2.0, 2.0),
+    "Hepatic steatosis": (1.0, 1.8),
+    "Liver lesion": (1.8, 3.0),
+    "Renal cyst": (2.0, 1.0),
+}
+TUTORIAL: dict[str, Visibility] = {
+    name: Visibility((0.6, 1.0), *_TUTORIAL_CHANGES.get(name, (1.0, 1.0))) for name in ALL_LABELS
+}
 
 
 def visibility(name: str, difficulty: str) -> Visibility:
@@ -287,7 +308,17 @@ def _bronchiectasis(c, s, rng):
     lumen = (rng.uniform(7.0, 9.0) + 4.0 * s.severity) * s.extent
     sides = ("left", "right") if rng.random() < 0.4 else (s.side,)
     wall = _toward(LUNG_HU, -300.0, s.contrast)
-    _bronchi(c, s, rng, 3 + int(3 * s.severity * s.extent), lumen + 2.5, wall, lumen, -990.0, sides)
+    _bronchi(
+        c,
+        s,
+        rng,
+        3 + int(3 * s.severity * s.extent),
+        lumen + 2.5 * s.extent,
+        wall,
+        lumen,
+        -990.0,
+        sides,
+    )
 
 
 def _septal(c, s, rng):
@@ -344,11 +375,12 @@ def _medical_material(c, s, rng):
 
     def overlay(canvas: Canvas) -> None:
         for p0, p1 in zip(path[:-1], path[1:], strict=True):
-            found = capsule(canvas.grid, p0, p1, 1.3 * vox)
+            found = capsule(canvas.grid, p0, p1, 1.3 * vox * s.extent)
             if found is not None:
                 sl, d2 = found
-                canvas.paint(sl, d2 <= (1.3 * vox) ** 2, canvas.hu[sl] + 300.0)  # blooming
-                canvas.paint(sl, d2 <= (0.7 * vox) ** 2, metal)
+                bloom, wire = (1.3 * vox * s.extent) ** 2, (0.7 * vox * s.extent) ** 2
+                canvas.paint(sl, d2 <= bloom, canvas.hu[sl] + 300.0)  # blooming
+                canvas.paint(sl, d2 <= wire, metal)
         if gen is not None:
             found = ellipsoid(canvas.grid, gen, (20.0, max(6.0, 0.6 * vox), 25.0))
             if found is not None:

@@ -7,6 +7,9 @@ to worker processes that render and write the NIfTI files.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -14,9 +17,16 @@ import numpy as np
 
 from cagcl_mini import layout
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMIES
-from cagcl_mini.phantom.findings import DIFFICULTIES, FindingSpec
+from cagcl_mini.phantom.findings import DIFFICULTIES, TUTORIAL, FindingSpec
 from cagcl_mini.phantom.io import fmt_float
-from cagcl_mini.phantom.render import STREAM_PLAN, affine_for, body_for, child, spec_for
+from cagcl_mini.phantom.render import (
+    STREAM_NEGATIVES,
+    STREAM_PLAN,
+    affine_for,
+    body_for,
+    child,
+    spec_for,
+)
 from cagcl_mini.phantom.reports import (
     clinical_text,
     findings_text,
@@ -90,8 +100,13 @@ class PhantomSpec:
         return replace(self, **changes)
 
     def params(self) -> dict[str, Any]:
-        """The manifest's record of this spec (with the phantom's version)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": PHANTOM_VERSION}
+        """The manifest's record of this spec: its fields, the phantom's version and, for the
+        tutorial difficulty, a fingerprint of its visibility table (so recalibrating rebuilds)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)} | {"version": PHANTOM_VERSION}
+        if self.difficulty == "tutorial":
+            table = json.dumps({k: dataclasses.astuple(v) for k, v in TUTORIAL.items()})
+            out["visibility"] = hashlib.sha256(table.encode()).hexdigest()[:12]
+        return out
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,7 @@ def plan_case(
         "VolumeName": name,
         "ClinicalInformation_EN": clinical_text(rng),
         "Technique_EN": technique_text(body.contrast, sz),
-        "Findings_EN": findings_text(specs, rng),
+        "Findings_EN": findings_text(specs, rng, child(ss, STREAM_NEGATIVES)),
         "Impressions_EN": impression_text(specs),
     }
     if where.labels_only_reports:

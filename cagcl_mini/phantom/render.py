@@ -33,6 +33,7 @@ HU_MIN, HU_MAX = -1024.0, 3071.0  # the 12-bit range scanners store
 BLUR_TRUNCATE = 2.5
 SeedLike = int | np.random.SeedSequence
 STREAM_PLAN, STREAM_BODY, STREAM_NOISE, STREAM_SPEC, STREAM_PLACE, STREAM_SITE = range(6)
+STREAM_NEGATIVES = 6  # the report's pertinent negatives
 
 
 def seed_sequence(seed: SeedLike) -> np.random.SeedSequence:

@@ -20,6 +20,9 @@ NORMAL_IMPRESSION = "No acute cardiopulmonary or upper abdominal abnormality."
 P_OMIT_NORMAL = 0.2  # a normal anatomy is not mentioned at all
 P_TWO_NORMAL = 0.4  # a mentioned normal anatomy gets two normal sentences
 P_NORMAL_WITH_FINDINGS = 0.4  # an abnormal anatomy also gets a compatible normal sentence
+P_PERTINENT_NEGATIVE = 0.5  # a mentioned anatomy also says one of its absent findings is absent
+PERTINENT_NEGATIVES = ("No {x} is seen.", "There is no {x}.", "No evidence of {x}.")
+NEGATIVE_TERMS = {"Medical material": "cardiac device"}  # where the catalog term names no organ
 
 # Normal phrasings that deny only some of their anatomy's abnormalities, so they may accompany
 # the others. Any normal phrasing not listed here is taken to deny every abnormality of its anatomy
@@ -74,13 +77,36 @@ def anatomy_sentences(
     return [sentences[i] for i in rng.permutation(len(sentences))]
 
 
-def findings_text(specs: list[FindingSpec], rng: np.random.Generator) -> str:
-    """Findings_EN: catalog sentences of all anatomies, joined by single spaces."""
+def pertinent_negative(anatomy: Anatomy, present: set[str], rng: np.random.Generator) -> str | None:
+    """A sentence saying one absent finding of the anatomy is absent ("No hiatal hernia is
+    seen."), as reports list pertinent negatives, or None (drawn with P_PERTINENT_NEGATIVE)."""
+    absent = [ab for ab in anatomy.abnormalities if ab.name not in present]
+    if not absent or rng.random() >= P_PERTINENT_NEGATIVE:
+        return None
+    ab = _choice(rng, absent)
+    text = _choice(rng, PERTINENT_NEGATIVES).format(x=NEGATIVE_TERMS.get(ab.name, ab.term))
+    return text[:1].upper() + text[1:]
+
+
+def findings_text(
+    specs: list[FindingSpec], rng: np.random.Generator, negatives: np.random.Generator | None = None
+) -> str:
+    """Findings_EN: catalog sentences of all anatomies, joined by single spaces.
+
+    ``negatives`` (its own random stream, so the other draws stay put) adds pertinent negatives
+    to the anatomies the report mentions (:func:`pertinent_negative`).
+    """
     by_anatomy = {a.name: a for a in ANATOMIES}
     sentences: list[str] = []
     for name in anatomy_order(rng):
         mine = [s for s in specs if ABNORMALITY_BY_NAME[s.name].anatomy == name]
-        sentences += anatomy_sentences(by_anatomy[name], mine, rng)
+        said = anatomy_sentences(by_anatomy[name], mine, rng)
+        negative = None
+        if said and negatives is not None:
+            negative = pertinent_negative(by_anatomy[name], {s.name for s in mine}, negatives)
+        if negative is not None:
+            said.insert(int(negatives.integers(len(said) + 1)), negative)
+        sentences += said
     if not sentences:  # every anatomy omitted: say one thing
         sentences = [ANATOMIES[0].normal_sentence]
     return " ".join(sentences)

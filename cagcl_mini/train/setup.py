@@ -16,6 +16,7 @@ from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.layout import check_split
 from cagcl_mini.nn.model import AnatomyCLIP
 from cagcl_mini.nn.text_cache import attach_prefix_cache
+from cagcl_mini.paths import site_data_dir
 from cagcl_mini.phantom.build import ensure_dataset
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import distributed as dist_utils
@@ -85,6 +86,9 @@ def param_groups(model: AnatomyCLIP, config: TrainConfig) -> list[dict[str, Any]
     return out
 
 
+SITE_B_TRAIN = 16  # training volumes of a transfer site: only its validation split is scored
+
+
 def model_for(
     config: TrainConfig | str | Path, *, seed: int | None = None, for_training: bool = False
 ) -> AnatomyCLIP:
@@ -112,6 +116,7 @@ def dataset_for(
     *,
     root: str | Path | None = None,
     image_size: int | None = None,
+    site: str = "A",
     info: dist_utils.DistInfo | None = None,
     progress: bool = False,
 ) -> CTReportDataset:
@@ -119,19 +124,26 @@ def dataset_for(
 
     The data is ``root``, else ``config.data_root``, else the embedded phantom dataset of
     ``config.phantom_spec()``, built on demand (under torchrun rank 0 builds it while the others
-    wait at a barrier).
+    wait at a barrier). ``site="B"`` asks for the phantom's second hospital instead (the same
+    difficulty and validation size, :data:`SITE_B_TRAIN` training volumes; transfer is evaluated,
+    not trained), in :func:`cagcl_mini.paths.site_data_dir`.
     """
     config = resolve_config(config)
     check_split(split)
     root = root if root is not None else config.data_root
+    if site != "A" and root is not None:
+        raise ValueError(f"site {site!r} is a phantom dataset; a config with data_root has none")
     if root is None:
         info = info or dist_utils.DistInfo()
         spec = config.phantom_spec()
+        if site != "A":
+            spec = spec.replace(site=site, n_train=SITE_B_TRAIN)
+        folder = site_data_dir(site)
         if info.is_main:
-            root = ensure_dataset(None, spec, progress=progress)
+            root = ensure_dataset(folder, spec, progress=progress)
         dist_utils.barrier(info)
         if not info.is_main:
-            root = ensure_dataset(None, spec, progress=False)
+            root = ensure_dataset(folder, spec, progress=False)
     size = config.image_size if image_size is None else int(image_size)
     return CTReportDataset(root, split, size=size, cache=config.data_cache)
 

@@ -54,7 +54,7 @@ def test_linear_probe_reads_each_label_from_its_own_anatomy():
 
 def test_supervised_probe_pools_each_label_over_its_anatomy():
     torch.manual_seed(0)
-    net = probe.SupervisedProbe("tiny").eval()
+    net = probe.SupervisedProbe().eval()
     torch.nn.init.normal_(net.weight)
     image = torch.rand(2, 1, 32, 32, 32)
     anatomy = torch.zeros(2, 32, 32, 32, dtype=torch.long)

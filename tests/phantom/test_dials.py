@@ -83,3 +83,19 @@ def test_a_worker_process_never_starts_a_build(tmp_path, monkeypatch):
     with pytest.raises(DatasetWriteError, match='needs `if __name__ == "__main__":`'):
         make_dataset(tmp_path / "x", n_train=1, n_valid=1, size=32, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_pertinent_negatives_route_to_their_anatomy_and_read_normal():
+    from cagcl_mini.anatomy import ABNORMALITIES
+    from cagcl_mini.phantom.reports import NEGATIVE_TERMS, PERTINENT_NEGATIVES
+    from cagcl_mini.text.findings import is_abnormal
+    from cagcl_mini.text.reports import route_sentence
+
+    for ab in ABNORMALITIES:
+        for template in PERTINENT_NEGATIVES:
+            sentence = template.format(x=NEGATIVE_TERMS.get(ab.name, ab.term))
+            sentence = sentence[:1].upper() + sentence[1:]
+            assert route_sentence(sentence) == ab.anatomy, sentence
+            assert not is_abnormal(ab.anatomy, sentence), sentence
+    reports = [plan_case(0, "train", pid, 48).report["Findings_EN"] for pid in range(1, 30)]
+    assert sum(" no " in f" {r.lower()}" for r in reports) > 20  # reports state absences
