@@ -77,6 +77,8 @@ def profile_step(config: TrainConfig, steps: int = 10, warmup: int | None = None
     labels = PHASES + FORWARD_PARTS
     totals, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="cagcl-profile-") as tmp:
+        # an unprofiled epoch first fills the data set's disk cache, as a finished run leaves it
+        fit(config.replace(steps=warmup, out_dir=str(Path(tmp) / "cache")), progress=False)
         for n in (warmup, warmup + steps):
             run = config.replace(steps=n, warmup_steps=min(config.warmup_steps, n))
             with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -43,7 +43,7 @@ from cagcl_mini.layout import check_split, resolve_dataset_dir
 from cagcl_mini.text.findings import is_abnormal
 from cagcl_mini.text.reports import split_report
 
-PIPELINE_VERSION = 1  # bump when the pipeline's output changes, to invalidate disk caches
+PIPELINE_VERSION = 2  # bump when the pipeline's output changes, to invalidate disk caches
 
 
 def _data_error_in(exc: BaseException) -> DataError | None:
@@ -151,7 +151,7 @@ class CTReportDataset(torch.utils.data.Dataset):
         return self._texts[index]
 
     def load_volume(self, index: int) -> dict[str, torch.Tensor]:
-        """The pipeline output ``{"image", "anatomy"}`` of one volume (cached if configured)."""
+        """The pipeline output ``{"image", "anatomy" (long)}`` of one volume (cached if configured)."""
         try:
             out = self._volumes[index]
         except RuntimeError as exc:
@@ -159,9 +159,8 @@ class CTReportDataset(torch.utils.data.Dataset):
             if err is None:
                 raise
             raise err from None
-        if self._in_memory:  # the cache hands out its own tensors; keep them pristine
-            out = {k: v.clone() for k, v in out.items()}
-        return out
+        image = out["image"].clone() if self._in_memory else out["image"]  # keep a cache pristine
+        return {"image": image, "anatomy": out["anatomy"].long()}  # uint8 in the caches
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):

@@ -213,14 +213,15 @@ class TotalSegToAnatomyd(MapTransform):
 
 
 class ToPlaind(MapTransform):
-    """End of the pipeline: plain tensors ``image (1,S,S,S) float32``, ``anatomy (S,S,S) long``."""
+    """End of the pipeline: plain tensors ``image (1,S,S,S) float32``, ``anatomy (S,S,S) uint8``
+    (anatomy ids fit a byte; the dataset hands out ``long``, this is what the caches keep)."""
 
     def __init__(self) -> None:
         super().__init__(KEYS)
 
     def __call__(self, data: dict) -> dict:
         image = data["image"].as_tensor().to(torch.float32).clamp_(0.0, 1.0).contiguous()
-        anatomy = data["anatomy"].as_tensor()[0].round().to(torch.long).contiguous()
+        anatomy = data["anatomy"].as_tensor()[0].round().to(torch.uint8).contiguous()
         return {"image": image, "anatomy": anatomy}
 
 

@@ -16,6 +16,7 @@ step is a pure function of ``(seed, micro_step, global sample position)``, never
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from cagcl_mini.anatomy import ANATOMY_NAMES
-from cagcl_mini.text.augment import augment_batch_texts
+from cagcl_mini.text.augment import augment_batch_texts, augment_text
 from cagcl_mini.text.findings import DictionaryEntry, dictionary_entries, exclusion_mask
 from cagcl_mini.train.distributed import DistInfo, local_slice
 
@@ -75,18 +76,41 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
 
 def augment_texts(
-    texts: Sequence[Sequence[str]], seed: int, micro_step: int, first_index: int = 0
+    texts: Sequence[Sequence[str]],
+    seed: int,
+    micro_step: int,
+    first_index: int = 0,
+    variants: int | None = None,
 ) -> list[list[str]]:
     """CA-GCL augmentation of a (local) batch's texts, sample j seeded by (seed, step, j).
 
     ``first_index`` is the global position of the first local sample (rank r: r * B/N), so every
-    process augments a sample exactly as a single process would.
+    process augments a sample exactly as a single process would. With ``variants`` = V, each
+    description has V possible augmentations (seeded by the description itself and a variant
+    index the step draws): the text caches then hit after the first epochs instead of never,
+    while every step still sees a permuted, partly kept description.
     """
     out = []
     for j, row in enumerate(texts):
         rng = np.random.default_rng([int(seed), int(micro_step), first_index + j])
-        out.extend(augment_batch_texts([list(row)], rng))
+        if variants is None:
+            out.extend(augment_batch_texts([list(row)], rng))
+            continue
+        choice = rng.integers(int(variants), size=len(row))
+        out.append(
+            [
+                augment_text(text, np.random.default_rng([int(seed), int(v), _text_key(text)]))
+                if text
+                else ""
+                for text, v in zip(row, choice, strict=True)
+            ]
+        )
     return out
+
+
+def _text_key(text: str) -> int:
+    """A stable 63-bit key of a string (Python's ``hash`` differs between processes)."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") >> 1
 
 
 @dataclass(frozen=True)

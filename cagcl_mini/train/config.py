@@ -56,6 +56,7 @@ class TrainConfig:
     name: str = "cpu-quick"
     loss_preset: str | dict = "cagcl"  # "fvlm" | "ctglip" | "cagcl" or {term: weight}
     augment: bool | None = None  # text augmentation; None = the loss preset's choice
+    augment_variants: int | None = 4  # augmentations per description (None: a fresh one per step)
     # data: None = the embedded phantom dataset under paths.default_data_dir(), built on demand
     data_root: str | None = None
     n_train: int = PhantomSpec.n_train
@@ -110,6 +111,10 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "num_workers", "n_valid"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.augment_variants is not None and self.augment_variants < 1:
+            raise ValueError(
+                f"TrainConfig.augment_variants must be >= 1 or None, got {self.augment_variants}"
+            )
         if self.keep_checkpoints < 1:
             raise ValueError(
                 f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"

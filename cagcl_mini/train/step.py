@@ -34,13 +34,14 @@ class Objective:
     augment: bool = False
     seed: int = 0
     dictionary: DiagnosisDictionary | None = None
+    augment_variants: int | None = None
 
     @classmethod
     def of(cls, config: TrainConfig) -> Objective:
         """The objective of a training config (the dictionary only when a term uses it)."""
         weights = config.loss_weights()
         dictionary = DiagnosisDictionary.build() if "diagnosis" in weights else None
-        return cls(weights, config.use_augment(), config.seed, dictionary)
+        return cls(weights, config.use_augment(), config.seed, dictionary, config.augment_variants)
 
     @property
     def with_prompts(self) -> bool:
@@ -68,7 +69,9 @@ def step_losses(
     texts = batch["texts"]
     if objective.augment:
         with record_function("augment"):
-            texts = augment_texts(texts, objective.seed, micro_step, first_index)
+            texts = augment_texts(
+                texts, objective.seed, micro_step, first_index, objective.augment_variants
+            )
     dictionary = objective.dictionary
     with autocast(), record_function("forward"):
         out = model(
