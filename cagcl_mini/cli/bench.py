@@ -86,7 +86,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "seed": (("--seed",), {"type": int, "default": 0, "help": "training seed"}),
     "claim_seeds": (
         ("--seeds",),
-        {"type": int, "default": 5, "help": "training seeds per preset (means with 95%% t intervals)"},
+        {
+            "type": int,
+            "default": 5,
+            "help": "training seeds per preset (means with 95%% t intervals)",
+        },
     ),
     "prompts": (
         ("--prompts",),
@@ -94,7 +98,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "difficulty": (
         ("--difficulty",),
-        {"choices": DIFFICULTIES, "default": None, "help": "phantom difficulty (default: tutorial)"},
+        {
+            "choices": DIFFICULTIES,
+            "default": None,
+            "help": "phantom difficulty (default: tutorial)",
+        },
     ),
     "out": (
         ("--out",),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cagcl_mini.paths import default_data_dir
+from cagcl_mini.paths import site_data_dir
 from cagcl_mini.phantom.build import make_dataset
 from cagcl_mini.phantom.findings import DIFFICULTIES
 from cagcl_mini.phantom.plan import PhantomSpec
+from cagcl_mini.phantom.sites import SITES
 
 HELP = "write the embedded synthetic CT-report dataset"
 
@@ -29,11 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tutorial: every finding visible to a supervised model at the tutorial budget; "
         "realistic: subtle findings",
     )  # fmt: skip
+    parser.add_argument(
+        "--site", choices=tuple(SITES), default=defaults.site,
+        help="A: the tutorial's hospital; B: another scanner, thicker slices, intercept 0, a small "
+        "HU offset and label-only reports (cross-site transfer)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = PhantomSpec(args.n_train, args.n_valid, args.size, args.seed, args.difficulty)
-    root = make_dataset(args.out or default_data_dir(), spec, workers=args.workers)
+    spec = PhantomSpec(args.n_train, args.n_valid, args.size, args.seed, args.difficulty, args.site)
+    root = make_dataset(args.out or site_data_dir(args.site), spec, workers=args.workers)
     print(f"dataset ready at {root}")
     return 0

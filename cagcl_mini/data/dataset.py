@@ -16,7 +16,8 @@ Caching (``cache=``): ``False`` runs the pipeline on every access; ``True``/``"m
 pipeline outputs in RAM (``monai.data.CacheDataset``, filled on first access, per DataLoader worker
 process); ``"disk"`` or a folder stores them as ``.pt`` files (``monai.data.PersistentDataset``)
 under ``paths.home()/"cache"/"ctrate"`` (or that folder), in a sub-folder keyed by size, window and
-pipeline version, each file keyed by the volume's paths, metadata and file stamps (size, mtime).
+pipeline version, each file keyed by the volume's paths, metadata and file stamps (size, mtime);
+``"disk+memory"`` also keeps each volume in RAM once read (a run's later epochs read no file).
 A user ``transform`` runs after the cache, on the item dict.
 """
 
@@ -43,6 +44,7 @@ from cagcl_mini.layout import check_split, resolve_dataset_dir
 from cagcl_mini.text.findings import is_abnormal
 from cagcl_mini.text.reports import split_report
 
+DISK_AND_MEMORY = "disk+memory"  # the disk cache, then each volume kept in RAM once loaded
 PIPELINE_VERSION = 2  # bump when the pipeline's output changes, to invalidate disk caches
 
 
@@ -103,6 +105,9 @@ class CTReportDataset(torch.utils.data.Dataset):
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
         pipeline = build_pipeline(self.size, self.hu_window)
         self._in_memory = cache is True or cache == "memory"
+        self._memo: dict[int, dict[str, torch.Tensor]] | None = None
+        if cache == DISK_AND_MEMORY:
+            cache, self._memo = "disk", {}
         self.cache_dir: Path | None = None  # set for disk caches
         disk = cache not in (False, None) and not self._in_memory
         items = [_pipeline_input(r, stamp=disk) for r in self.records]
@@ -152,14 +157,19 @@ class CTReportDataset(torch.utils.data.Dataset):
 
     def load_volume(self, index: int) -> dict[str, torch.Tensor]:
         """The pipeline output ``{"image", "anatomy" (long)}`` of one volume (cached if configured)."""
-        try:
-            out = self._volumes[index]
-        except RuntimeError as exc:
-            err = _data_error_in(exc)
-            if err is None:
-                raise
-            raise err from None
-        image = out["image"].clone() if self._in_memory else out["image"]  # keep a cache pristine
+        out = self._memo.get(index) if self._memo is not None else None
+        if out is None:
+            try:
+                out = self._volumes[index]
+            except RuntimeError as exc:
+                err = _data_error_in(exc)
+                if err is None:
+                    raise
+                raise err from None
+            if self._memo is not None:
+                self._memo[index] = out
+        kept = self._in_memory or self._memo is not None
+        image = out["image"].clone() if kept else out["image"]  # keep a cache pristine
         return {"image": image, "anatomy": out["anatomy"].long()}  # uint8 in the caches
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ The pieces, each in its own module of this package:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,12 +27,15 @@ from cagcl_mini.evaluation.embed import EmbeddedSplit, as_embedded, model_scale
 from cagcl_mini.evaluation.metrics import METRICS
 from cagcl_mini.evaluation.prompts import PromptFamily
 from cagcl_mini.evaluation.retrieval import anatomy_recognition, retrieval_recall
+from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP, bootstrap_detection
 from cagcl_mini.evaluation.zero_shot import (
     DEFAULT_FAMILY,
     MACRO_METRICS,
     prompt_robustness,
     zero_shot_detection,
 )
+
+MIN_CLASS_COUNT = 5  # fewer positives (or negatives) than this: the AUC is a guess
 
 
 def collapse_stats(split: EmbeddedSplit) -> dict[str, Any]:
@@ -50,6 +54,7 @@ def evaluate_model(
     families: Sequence[str | PromptFamily] = prompt_family_names(),
     grid: str = "unit",
     batch_size: int = 16,
+    n_bootstrap: int = N_BOOTSTRAP,
 ) -> dict[str, Any]:
     """Every evaluation of DESIGN.md in one JSON-ready dict (NaN kept as float;
     :func:`cagcl_mini.fileio.write_json` writes it as strict JSON).
@@ -59,7 +64,11 @@ def evaluate_model(
     or :class:`~cagcl_mini.evaluation.prompts.PromptFamily` objects, such as
     :func:`~cagcl_mini.evaluation.prompts.load_prompts` reads from a file; results name them.
     Keys: ``summary`` (headline numbers), ``detection``, ``prompt_robustness``, ``collapse``,
-    ``anatomy_recognition``, ``retrieval``, ``n_volumes``, ``logit_scale``.
+    ``anatomy_recognition``, ``retrieval``, ``n_volumes``, ``logit_scale``. With
+    ``n_bootstrap`` > 0 the AUCs and recalls get 95 % intervals over resampled validation volumes
+    (``*_ci95``; :mod:`~cagcl_mini.evaluation.uncertainty`), every abnormality its counts of
+    positives and negatives, and a metric resting on fewer than :data:`MIN_CLASS_COUNT` of
+    either warns.
     """
     valid = as_embedded(model, valid, batch_size=batch_size)
     train = None if train is None else as_embedded(model, train, batch_size=batch_size)
@@ -67,9 +76,19 @@ def evaluate_model(
     robustness = prompt_robustness(model, valid, families)
     collapse = collapse_stats(valid)
     recognition = anatomy_recognition(model, valid)
-    retrieval = retrieval_recall(valid)
+    retrieval = retrieval_recall(valid, n_bootstrap=n_bootstrap)
+    detection_dict = detection.to_dict()
+    intervals = None
+    if n_bootstrap:
+        intervals = bootstrap_detection(valid, detection.scores, n=n_bootstrap)
+        for name, row in detection_dict["per_abnormality"].items():
+            row["auc_ci95"] = list(intervals["per_abnormality"].get(name, (math.nan, math.nan)))
+            row["n_positive"] = intervals["n_positive"].get(name, 0)
+            row["n_negative"] = intervals["n_negative"].get(name, 0)
+        _warn_small_classes(intervals)
     summary = {
         "macro_auc": detection.macro["auc"],
+        "macro_auc_ci95": list(intervals["macro"]) if intervals else [math.nan, math.nan],
         "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
         **{f"macro_{m}": detection.macro[m] for m in MACRO_METRICS if m != "auc"},
         "family_auc_mean": robustness["mean"],
@@ -84,7 +103,7 @@ def evaluate_model(
     }
     return {
         "summary": summary,
-        "detection": detection.to_dict(),
+        "detection": detection_dict,
         "prompt_robustness": robustness,
         "collapse": collapse,
         "anatomy_recognition": recognition,
@@ -96,7 +115,31 @@ def evaluate_model(
     }
 
 
+def _warn_small_classes(intervals: dict[str, Any]) -> None:
+    """One warning naming the abnormalities whose AUC rests on a handful of volumes."""
+    small = [
+        f"{name} ({intervals['n_positive'][name]} positive, {intervals['n_negative'][name]} "
+        "negative)"
+        for name in intervals["n_positive"]
+        if min(intervals["n_positive"][name], intervals["n_negative"][name]) < MIN_CLASS_COUNT
+    ]
+    if small:
+        warnings.warn(
+            f"AUC rests on fewer than {MIN_CLASS_COUNT} volumes of one class for: "
+            + "; ".join(small)
+            + " (see the intervals; evaluate more volumes)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
+    if isinstance(x, (list, tuple)) and len(x) == 2:
+        return (
+            "-"
+            if any(v is None or math.isnan(v) for v in x)
+            else (f"[{x[0]:.{digits}f}, {x[1]:.{digits}f}]")
+        )
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if isinstance(x, float):
@@ -115,8 +158,8 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: list[str], index_name
 def format_report(results: Mapping[str, Any]) -> str:
     """Plain-text aligned tables of an :func:`evaluate_model` dict (or its JSON)."""
     det = results["detection"]
-    cols = ["anatomy", "n", "n_pos", "auc", *METRICS, "honest_accuracy", "honest_sensitivity",
-            "honest_specificity"]  # fmt: skip
+    cols = ["anatomy", "n", "n_pos", "auc", "auc_ci95", *METRICS, "honest_accuracy",
+            "honest_sensitivity", "honest_specificity"]  # fmt: skip
     out = [
         f"Zero-shot detection, prompt family {det['family']!r} "
         f"({results['n_volumes']} volumes; threshold: closest ROC point to (0,1), "
@@ -124,9 +167,10 @@ def format_report(results: Mapping[str, Any]) -> str:
         _table(det["per_abnormality"], cols, "abnormality"),
     ]
     macro_cols = ["n_abnormalities", "auc", *METRICS, *(f"honest_{m}" for m in METRICS)]
+    ci = results.get("summary", {}).get("macro_auc_ci95")
     out += [
         "",
-        "Macro averages",
+        f"Macro averages (macro AUC 95 % interval over resampled volumes: {_fmt(ci)})",
         _table({"all findings": det["macro"], "CT-RATE 18": det["macro_ct_rate"]}, macro_cols, ""),
     ]
     if det["skipped"]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cagcl_mini.anatomy import ANATOMY_NAMES
 from cagcl_mini.evaluation.embed import EmbeddedSplit, inference
+from cagcl_mini.evaluation.uncertainty import bootstrap_statistic
 
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
 
@@ -79,17 +81,30 @@ def volume_report_embeddings(
     return img, txt, keep
 
 
-def _recall(sim: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+def _hits(sim: torch.Tensor, k: int) -> np.ndarray:
+    """Per query: the chance that its own pair is among the top ``k`` (ties broken at random)."""
     own = sim.diagonal()[:, None]
     greater = (sim > own).sum(1).double()
     ties = (sim == own).sum(1).double() - 1.0  # other candidates scoring exactly the same
-    return {f"recall@{k}": float(((k - greater) / (ties + 1.0)).clamp(0.0, 1.0).mean()) for k in ks}
+    return ((k - greater) / (ties + 1.0)).clamp(0.0, 1.0).numpy()
+
+
+def _recall(sim: torch.Tensor, ks: Sequence[int], n_bootstrap: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in ks:
+        hits = _hits(sim, k)
+        out[f"recall@{k}"] = float(hits.mean())
+        if n_bootstrap:
+            ci = bootstrap_statistic(len(hits), lambda i, h=hits: float(h[i].mean()), n_bootstrap)
+            out[f"recall@{k}_ci95"] = list(ci)
+    return out
 
 
 def retrieval_from_embeddings(
-    image: torch.Tensor, text: torch.Tensor, ks: Sequence[int] = RECALL_KS
+    image: torch.Tensor, text: torch.Tensor, ks: Sequence[int] = RECALL_KS, n_bootstrap: int = 0
 ) -> dict[str, Any]:
-    """recall@k of row i's pair being row i, image->text and text->image (ties: expected value)."""
+    """recall@k of row i's pair being row i, image->text and text->image (ties: expected value);
+    with ``n_bootstrap`` replicates, each recall's 95 % interval over resampled queries."""
     image, text = torch.as_tensor(image).double(), torch.as_tensor(text).double()
     if image.shape != text.shape or image.dim() != 2:
         raise ValueError(
@@ -97,14 +112,16 @@ def retrieval_from_embeddings(
         )
     sim = image @ text.T
     return {
-        "image_to_text": _recall(sim, ks),
-        "text_to_image": _recall(sim.T, ks),
+        "image_to_text": _recall(sim, ks, n_bootstrap),
+        "text_to_image": _recall(sim.T, ks, n_bootstrap),
         "n": int(image.shape[0]),
         "chance": {f"recall@{k}": min(1.0, k / max(1, image.shape[0])) for k in ks},
     }
 
 
-def retrieval_recall(split: EmbeddedSplit, ks: Sequence[int] = RECALL_KS) -> dict[str, Any]:
+def retrieval_recall(
+    split: EmbeddedSplit, ks: Sequence[int] = RECALL_KS, n_bootstrap: int = 0
+) -> dict[str, Any]:
     """Volume-report retrieval recall@k of an embedded split (see the module docstring)."""
     img, txt, _ = volume_report_embeddings(split)
-    return retrieval_from_embeddings(img, txt, ks)
+    return retrieval_from_embeddings(img, txt, ks, n_bootstrap)

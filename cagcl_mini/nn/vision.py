@@ -3,9 +3,9 @@
 Mask pooling needs a spatial feature map, not a global vector, so every encoder here stops before
 any global pooling. Two families:
 
-- ``"tiny"``: a few MONAI ``Convolution`` / ``ResidualUnit`` blocks for a laptop CPU. A 4x4x4
-  patchify stem, a residual unit at stride 4 and a strided residual unit give an 8x downsampled
-  map (64^3 -> 8^3, 64 channels).
+- ``"tiny"``: a few MONAI ``Convolution`` / ``ResidualUnit`` blocks for a laptop CPU. Three HU
+  windows as input channels, a 4x4x4 patchify stem, a residual unit at stride 4 and a strided
+  residual unit with batch norm give an 8x downsampled map (48^3 -> 6^3, 64 channels).
 - ``"resnet10"`` / ``"resnet18"`` / ``"resnet34"`` / ``"resnet50"``: the trunk of MONAI's 3D
   ``ResNetFeatures`` (MedicalNet layout) for a GPU. By default the trunk stops after ``layer3``
   (output stride 16: 128^3 -> 8^3) because stride 32 leaves small anatomies (esophagus, trachea)
@@ -158,8 +158,15 @@ class ResNetTrunk(nn.Module):
         return self.stages(self.stem(image))
 
 
+# HU windows a radiologist reads a chest CT in: wide, mediastinum (soft tissue), lung
+CT_WINDOWS: tuple[tuple[float, float], ...] = ((-1000.0, 1000.0), (-160.0, 240.0), (-1350.0, 150.0))
 TINY_PRESETS: dict[str, dict] = {
-    "tiny": {"channels": (16, 32, 64), "strides": (4, 1, 2)},
+    "tiny": {
+        "channels": (16, 32, 64),
+        "strides": (4, 1, 2),
+        "norm": "batch",
+        "windows": CT_WINDOWS,
+    },
 }
 RESNET_PRESETS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "resnet50")
 VISION_ENCODERS: tuple[str, ...] = (*TINY_PRESETS, *RESNET_PRESETS)

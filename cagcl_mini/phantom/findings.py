@@ -48,11 +48,11 @@ class Visibility:
 # budget (README, "A calibrated phantom"); realistic is Visibility() for every finding.
 _TUTORIAL_CHANGES: dict[str, tuple[float, float]] = {  # name: (extent, contrast)
     "Medical material": (2.0, 1.0),
-    "Arterial wall calcification": (2.2, 1.0),
+    "Arterial wall calcification": (2.5, 1.0),
     "Coronary artery wall calcification": (1.8, 1.0),
-    "Lymphadenopathy": (2.0, 1.0),
+    "Lymphadenopathy": (2.3, 1.0),
     "Emphysema": (2.2, 1.0),
-    "Atelectasis": (2.0, 1.4),
+    "Atelectasis": (2.2, 1.5),
     "Lung nodule": (1.7, 1.2),
     "Lung opacity": (1.3, 1.3),
     "Pulmonary fibrotic sequela": (1.5, 1.0),
@@ -62,8 +62,8 @@ _TUTORIAL_CHANGES: dict[str, tuple[float, float]] = {  # name: (extent, contrast
     "Bronchiectasis": (2.0, 1.8),
     "Interlobular septal thickening": (2.0, 2.0),
     "Hepatic steatosis": (1.0, 1.8),
-    "Liver lesion": (1.8, 3.0),
-    "Renal cyst": (2.0, 1.0),
+    "Liver lesion": (2.2, 3.0),
+    "Renal cyst": (2.4, 1.0),
 }
 TUTORIAL: dict[str, Visibility] = {
     name: Visibility((0.6, 1.0), *_TUTORIAL_CHANGES.get(name, (1.0, 1.0))) for name in ALL_LABELS
@@ -444,7 +444,7 @@ def _renal_cyst(c, s, rng):
     label = TS[name]
     kc, ks, rot = c.geo[name]
     d = _unit(rng)
-    p = kc + rot @ (ks * 0.45 * d)  # inside the kidney, cortex or medulla
+    p = kc + rot @ (ks * (0.45 / s.extent) * d)  # inside the kidney (deeper when it is larger)
     r = s.size / 2.0
     found = ellipsoid(c.grid, p, (r, r, r))
     if found is not None:

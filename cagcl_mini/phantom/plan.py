@@ -73,7 +73,7 @@ class PhantomSpec:
     """
 
     n_train: int = 240  # training volumes
-    n_valid: int = 60  # validation volumes
+    n_valid: int = 300  # validation volumes (enough positives per finding for intervals)
     size: int = 64  # edge of the cubic volumes, in voxels
     seed: int = 0  # same seed, byte-identical files
     difficulty: str = "tutorial"  # how visible the findings are: "tutorial" or "realistic"

@@ -56,7 +56,7 @@ class TrainConfig:
     name: str = "cpu-quick"
     loss_preset: str | dict = "cagcl"  # "fvlm" | "ctglip" | "cagcl" or {term: weight}
     augment: bool | None = None  # text augmentation; None = the loss preset's choice
-    augment_variants: int | None = 4  # augmentations per description (None: a fresh one per step)
+    augment_variants: int | None = 2  # augmentations per description (None: a fresh one per step)
     # data: None = the embedded phantom dataset under paths.default_data_dir(), built on demand
     data_root: str | None = None
     n_train: int = PhantomSpec.n_train
@@ -65,11 +65,13 @@ class TrainConfig:
     data_seed: int = PhantomSpec.seed
     data_difficulty: str = PhantomSpec.difficulty  # "tutorial" or "realistic" (phantom only)
     image_size: int = 48  # edge of the volumes the network sees (resized by the loader)
-    data_cache: str | bool = "disk"  # CTReportDataset cache: False, "memory", "disk" or a folder
+    data_cache: str | bool = "disk+memory"  # CTReportDataset cache: False, "memory", "disk",
+    # "disk+memory" or a folder
     # model: ModelConfig overrides
     model: dict = field(
         default_factory=lambda: {
             "vision": "tiny",
+            "pooling": "attention",
             "embed_dim": 128,
             "text_pooling": "cls",
             "text_train_layers": 1,
@@ -81,7 +83,7 @@ class TrainConfig:
     batch_size: int = 16  # global batch per micro-step (split across processes under torchrun)
     grad_accum: int = 1  # micro-batches per optimiser step
     steps: int = 120  # optimiser steps
-    lr: float = 2e-3
+    lr: float = 5e-3
     text_lr: float = 1e-4  # for the transformer layers of the text encoder
     weight_decay: float = 0.01
     warmup_steps: int = 12
@@ -184,8 +186,12 @@ class TrainConfig:
         return self.loss_preset if isinstance(self.loss_preset, str) else "custom"
 
     def fingerprint(self) -> str:
-        """Hash of every field that changes the computation (not paths, logging or workers)."""
+        """Hash of every field that changes the computation (not paths, logging or workers),
+        and, on the embedded data, of the phantom it builds (its version and calibration), so a
+        cached run never outlives the dataset it was trained on."""
         data = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        if self.data_root is None:
+            data["phantom"] = self.phantom_spec().params()
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_name(self) -> str:

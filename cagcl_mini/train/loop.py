@@ -111,7 +111,8 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
 
     dataset = dataset_for(config, "train", info=info)
     model = model_for(config, for_training=True).to(device)
-    if info.enabled and device.type == "cuda":  # BatchNorm (ResNet) statistics of the global batch
+    if info.enabled and device.type == "cuda":  # batch-norm statistics of the global batch
+        # (PyTorch's SyncBatchNorm is CUDA-only: on CPU each process normalises its own slice)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.98), eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

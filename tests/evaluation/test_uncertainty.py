@@ -15,6 +15,7 @@ from cagcl_mini.evaluation.uncertainty import (
     bootstrap_detection,
     bootstrap_statistic,
     percentile_interval,
+    rank_auc,
     t_interval,
 )
 
@@ -61,3 +62,12 @@ def test_bootstrap_detection_covers_the_point_estimate_and_shrinks_with_more_vol
             assert out["n_positive"][name] == int(y.sum()) and out["n_negative"][name] == y.size - y.sum()
         widths.append(np.subtract(*out["macro"][::-1]))
     assert widths[1] < 0.6 * widths[0]  # about 1/sqrt(8) of the width
+
+
+def test_rank_auc_equals_scikit_learns_with_ties():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = rng.random(50) < 0.3
+        s = np.round(rng.normal(size=50) + y, 1)  # rounding makes ties
+        assert rank_auc(s, y) == pytest.approx(auc(s, y.astype(int)), abs=1e-12)
+    assert math.isnan(rank_auc(np.arange(3.0), np.zeros(3)))

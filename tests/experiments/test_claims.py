@@ -37,6 +37,8 @@ def test_aggregate_means_stds_and_per_seed_lists():
     assert agg["per_seed"]["seed"] == [0, 1, 2]
     assert agg["per_seed"]["macro_auc"] == [0.6, 0.7, 0.8]
     assert agg["family_auc"]["ctclip"] == pytest.approx(0.7)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
+    assert agg["macro_auc_ci95"] == pytest.approx([0.7 - half, 0.7 + half])
 
 
 def test_verdicts_follow_the_three_claims_on_means_and_per_seed():
@@ -44,9 +46,14 @@ def test_verdicts_follow_the_three_claims_on_means_and_per_seed():
     cagcl = _agg([0.05, 0.95, 0.04], [0.005, 0.015, 0.008], [0.95, 0.85, 0.92])
     out = claims.verdicts(fvlm, cagcl)
     assert out["n_seeds"] == 3
-    assert out["a"] == {
-        "holds": True, "seeds": 2, "fvlm_share_above_0.9": 0.9, "cagcl_share_above_0.9": 0.0
+    assert {k: out["a"][k] for k in ("holds", "seeds", "fvlm_share_above_0.9")} == {
+        "holds": True, "seeds": 2, "fvlm_share_above_0.9": 0.9
     }  # fmt: skip
+    diffs = [0.05 - 0.95, 0.95 - 0.93, 0.04 - 0.94]  # paired by seed
+    assert out["a"]["cagcl_minus_fvlm"] == pytest.approx(sum(diffs) / 3)
+    lo, hi = out["a"]["cagcl_minus_fvlm_ci95"]
+    assert lo < sum(diffs) / 3 < hi and hi > 0  # seed 1 makes the difference uncertain
+    assert out["c"]["cagcl_minus_fvlm"] == pytest.approx((0.15 + 0.05 + 0.12) / 3)
     # b: 0.015 > 0.5 * 0.02 in seed 1; the means 0.00933 / 0.02 = 0.47 hold
     assert out["b"]["holds"] and out["b"]["seeds"] == 2
     assert out["b"]["ratio"] == pytest.approx((0.005 + 0.015 + 0.008) / 3 / 0.02)
@@ -67,7 +74,7 @@ def tiny_data(tmp_path_factory):
 def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, monkeypatch):
     base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
     result = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")
-    assert set(result) == {"fvlm", "cagcl", "claims", "runs"}
+    assert set(result) == {"fvlm", "ctglip", "cagcl", "claims", "runs"}
     for name in ("fvlm", "cagcl"):
         agg = result[name]
         assert agg["per_seed"]["seed"] == [1]
@@ -77,7 +84,7 @@ def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, m
         assert all(-1.0 <= c <= 1.0 for c in cos)
         runs = result["runs"][name]
         assert [r["seed"] for r in runs] == [1] and all(r["train_seconds"] > 0 for r in runs)
-    assert len(list((tmp_path / "runs").glob("*/final.pt"))) == 2
+    assert len(list((tmp_path / "runs").glob("*/final.pt"))) == 3
     # the same call again reuses every finished run
     monkeypatch.setattr(train_mod, "fit", lambda *a, **k: pytest.fail("trained again"))
     again = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")

@@ -126,7 +126,7 @@ def test_benchmark_puts_zero_shot_next_to_every_probe(probe_data):
     config = tiny_config(probe_data, None, steps=4, warmup_steps=2, model=FROZEN_MODEL)
     out = probe_bench.benchmark(config, steps=3)
     assert out["steps"] == 3 and out["image_size"] == 32
-    assert set(out["models"]) == {"untrained", "fvlm", "cagcl"}
+    assert set(out["models"]) == {"untrained", "fvlm", "ctglip", "cagcl"}
     for row in out["models"].values():
         assert 0.0 <= row["zero_shot_macro_auc"] <= 1.0
         assert row["linear_probe"]["kind"] == "linear" and row["linear_probe"]["n_labels"] > 0

@@ -46,7 +46,8 @@ from cagcl_mini.phantom.reports import NORMAL_IMPRESSION, compatible_normals
 from cagcl_mini.text.findings import is_abnormal
 from cagcl_mini.text.reports import split_report
 
-SMALL = {"n_train": 6, "n_valid": 3, "size": 40, "seed": 3}
+# the realistic difficulty: its HU ranges are a CT's (tests/phantom/test_dials.py has the tutorial)
+SMALL = {"n_train": 6, "n_valid": 3, "size": 40, "seed": 3, "difficulty": "realistic"}
 CSVS = {
     "train": (
         "radiology_text_reports/train_reports.csv",
@@ -282,7 +283,7 @@ def test_reports_mention_every_labelled_finding(small):
         labels = read_rows(small / "dataset" / CSVS[split][1])
         for row in labels:
             pid = int(row["VolumeName"].split("_")[1])
-            plan = plan_case(SMALL["seed"], split, pid, SMALL["size"])
+            plan = plan_case(SMALL["seed"], split, pid, SMALL["size"], SMALL["difficulty"])
             assert [c for c in ALL_LABELS if row[c] == "1"] == [f.name for f in plan.findings]
             assert reports[row["VolumeName"]]["Findings_EN"] == plan.report["Findings_EN"]
 

@@ -57,7 +57,9 @@ ALL_TERMS = {"local": 1.0, "global": 1.0, "anatomy": 0.5, "diagnosis": 0.5, "sig
 
 def test_two_processes_match_one_process(tiny_data, tmp_path):
     # frozen text encoder: dropout would draw different masks for 1x4 and 2x2 samples
-    model = {"vision": "tiny", "embed_dim": 32, "text_train_layers": 0, "max_length": 32}
+    # instance norm: batch norm statistics would be per process on CPU (SyncBatchNorm is CUDA-only)
+    model = {"vision": "tiny", "vision_kwargs": {"norm": "instance"}, "embed_dim": 32,
+             "text_train_layers": 0, "max_length": 32}  # fmt: skip
     steps = 3
     single = tiny_config(
         tiny_data, tmp_path / "one", model=model, steps=steps, loss_preset=ALL_TERMS, augment=True
