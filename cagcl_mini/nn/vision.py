@@ -63,6 +63,7 @@ class TinyEncoder(nn.Module):
     equals its stride (non-overlapping patches, cheap at full resolution), later stages are
     MONAI ``ResidualUnit`` blocks (two 3x3x3 convolutions and a skip connection each).
     ``windows`` (HU pairs) replaces the single input channel with :class:`WindowChannels`.
+    ``channels_last`` runs the network in ``torch.channels_last_3d`` memory format.
     """
 
     def __init__(
@@ -74,9 +75,11 @@ class TinyEncoder(nn.Module):
         act: str | tuple = "prelu",
         dropout: float | None = None,
         windows: Sequence[Sequence[float]] | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.windows = WindowChannels(windows) if windows else None
+        self.channels_last = bool(channels_last)
         if self.windows is not None:
             in_channels = len(windows)
         if len(channels) != len(strides) or not channels:
@@ -112,13 +115,21 @@ class TinyEncoder(nn.Module):
                 )
             )
         self.layers = nn.Sequential(*layers)
+        if self.channels_last:
+            self.layers.to(memory_format=torch.channels_last_3d)
         self.out_channels = int(channels[-1])
         self.output_stride = math.prod(int(s) for s in strides)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride)."""
+        """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride).
+
+        With ``channels_last`` the convolutions run on channels-last tensors (faster on CPU) and
+        the map comes out channels-last, which mask pooling reads without a copy.
+        """
         if self.windows is not None:
             image = self.windows(image)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
         return self.layers(image)
 
 
