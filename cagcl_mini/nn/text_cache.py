@@ -31,13 +31,28 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from cagcl_mini.nn.text import TextEncoder
 
+# Frozen bottoms are the pretrained weights, the same in every model built on the same text model:
+# models of one process share their cached states (evaluation embeds the same descriptions with
+# every model it compares). Keyed by (text model, max_length, split layer).
+_SHARED: dict[tuple[str, int, int], OrderedDict[str, torch.Tensor]] = {}
+
+
+def clear_shared_prefix_states() -> None:
+    """Forget every shared prefix state (tests, or to free memory)."""
+    _SHARED.clear()
+
 
 class PrefixCache:
-    """String -> hidden states (tokens, hidden) after the frozen bottom of a text encoder."""
+    """String -> hidden states (tokens, hidden) after the frozen bottom of a text encoder.
 
-    def __init__(self, encoder: TextEncoder, max_strings: int = 50_000) -> None:
+    With ``shared`` (the default) the states live in a store every encoder of the same text model
+    and ``max_length`` shares in this process; ``max_strings`` caps that store.
+    """
+
+    def __init__(self, encoder: TextEncoder, max_strings: int = 20_000, shared: bool = True) -> None:
         self.encoder = encoder
         self.max_strings = int(max_strings)
+        self.shared = bool(shared)
         self._states: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._split: int | None = None
         self._fallback: Callable[[list[str]], torch.Tensor] = encoder.encode_uncached
@@ -62,13 +77,20 @@ class PrefixCache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Hits, misses and cached strings since the last ``clear``."""
-        return {"hits": self.hits, "misses": self.misses, "size": len(self._states)}
+        """Hits and misses since the last ``clear``, and the strings in its store."""
+        store = self._store(self._split) if self._split is not None else self._states
+        return {"hits": self.hits, "misses": self.misses, "size": len(store)}
 
     def clear(self) -> None:
-        """Forget every cached state (call after changing which layers train)."""
-        self._states.clear()
+        """Forget this encoder's cached states (call after changing which layers train)."""
+        self._states = OrderedDict()
         self.hits = self.misses = 0
+
+    def _store(self, split: int) -> OrderedDict[str, torch.Tensor]:
+        if not self.shared:
+            return self._states
+        key = (str(self.encoder.name_or_path), int(self.encoder.max_length), int(split))
+        return _SHARED.setdefault(key, OrderedDict())
 
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
@@ -101,17 +123,18 @@ class PrefixCache:
         if split != self._split:
             self.clear()
             self._split = split
-        missing = list(dict.fromkeys(t for t in texts if t not in self._states))
+        store = self._store(split)
+        missing = list(dict.fromkeys(t for t in texts if t not in store))
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
         if missing:
             for text, state in zip(missing, self._bottom(missing, split), strict=True):
-                self._states[text] = state
-        states = [self._states[t] for t in texts]
+                store[text] = state
+        states = [store[t] for t in texts]
         for text in texts:
-            self._states.move_to_end(text)
-        while len(self._states) > self.max_strings:
-            self._states.popitem(last=False)
+            store.move_to_end(text)
+        while len(store) > self.max_strings:
+            store.popitem(last=False)
         if not states:
             return torch.zeros(0, self.encoder.hidden_size, device=self.encoder.device)
         model = self.encoder.model
@@ -181,7 +204,9 @@ def _attention_mask(model: nn.Module, embeds: torch.Tensor, attention: torch.Ten
     )
 
 
-def attach_prefix_cache(encoder: TextEncoder, max_strings: int = 50_000) -> PrefixCache:
+def attach_prefix_cache(
+    encoder: TextEncoder, max_strings: int = 20_000, shared: bool = True
+) -> PrefixCache:
     """Route ``encoder.encode_uncached`` through a new :class:`PrefixCache` (returned).
 
     Idempotent: an encoder that already has one keeps it.
@@ -189,7 +214,7 @@ def attach_prefix_cache(encoder: TextEncoder, max_strings: int = 50_000) -> Pref
     existing = getattr(encoder, "prefix_cache", None)
     if isinstance(existing, PrefixCache):
         return existing
-    cache = PrefixCache(encoder, max_strings=max_strings)
+    cache = PrefixCache(encoder, max_strings=max_strings, shared=shared)
     encoder.prefix_cache = cache
     encoder.encode_uncached = cache.encode
     return cache

@@ -104,7 +104,7 @@ def findings_text(
         negative = None
         if said and negatives is not None:
             negative = pertinent_negative(by_anatomy[name], {s.name for s in mine}, negatives)
-        if negative is not None:
+        if negative is not None and negative not in said:  # never the same sentence twice
             said.insert(int(negatives.integers(len(said) + 1)), negative)
         sentences += said
     if not sentences:  # every anatomy omitted: say one thing

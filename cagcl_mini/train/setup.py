@@ -94,17 +94,18 @@ def model_for(
 ) -> AnatomyCLIP:
     """The model of ``config`` initialised from ``seed`` (default ``config.seed``).
 
-    In eval mode, unless ``for_training``: then in train mode, with the frozen-prefix text cache
-    attached (``config.text_prefix_cache``) and the SigLIP bias frozen when no sigmoid term uses
+    With the frozen-prefix text cache attached (``config.text_prefix_cache``; shared by every
+    model of the process, :mod:`cagcl_mini.nn.text_cache`). In eval mode, unless
+    ``for_training``: then in train mode, with the SigLIP bias frozen when no sigmoid term uses
     it (so the optimiser and DDP never see an unused parameter).
     """
     config = resolve_config(config)
     torch.manual_seed(config.seed if seed is None else int(seed))
     model = AnatomyCLIP(config.model_config())
-    if not for_training:
-        return model.eval()
     if config.text_prefix_cache:
         attach_prefix_cache(model.text_encoder)
+    if not for_training:
+        return model.eval()
     if not any(term.startswith("sigmoid") for term in config.loss_weights()):
         model.logit_bias.requires_grad_(False)
     return model.train()

@@ -18,7 +18,7 @@ from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config, train_comma
 
 from cagcl_mini.cli.main import main as cli_main
 from cagcl_mini.nn.text import TextEncoder
-from cagcl_mini.nn.text_cache import attach_prefix_cache
+from cagcl_mini.nn.text_cache import attach_prefix_cache, clear_shared_prefix_states
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import loop as train_mod
 from cagcl_mini.train import step as step_mod
@@ -190,7 +190,7 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
     ref = enc(texts)
     ref.pow(2).sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.requires_grad}
-    cache = attach_prefix_cache(enc)
+    cache = attach_prefix_cache(enc, shared=False)
     assert cache.split_layer() == enc.num_layers - 2
     for _ in range(2):  # miss, then hit
         enc.zero_grad()
@@ -204,6 +204,23 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
     assert cache.stats == {"hits": 3, "misses": 3, "size": 3}
     enc.set_train_layers(0)
     assert cache.split_layer() is None  # frozen: the encoder's own cache takes over
+
+
+def test_encoders_of_one_text_model_share_their_prefix_states():
+    clear_shared_prefix_states()
+    texts = ["The lungs are clear.", "The heart is enlarged."]
+    first, second = (TextEncoder(train_layers=1, max_length=32).eval() for _ in range(2))
+    a, b = attach_prefix_cache(first), attach_prefix_cache(second)
+    first(texts)
+    assert a.stats["misses"] == 2
+    out = second(texts)  # the frozen bottom is the same pretrained weights: no recomputation
+    assert b.stats == {"hits": 2, "misses": 0, "size": 2}
+    reference = TextEncoder(train_layers=1, max_length=32).eval()(texts)  # no cache at all
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-5)
+    other = attach_prefix_cache(TextEncoder(train_layers=1, max_length=16))  # truncates otherwise
+    other.encoder(texts)
+    assert other.stats["misses"] == 2
+    clear_shared_prefix_states()
 
 
 # ----------------------------------------------------------------------------- the loop
