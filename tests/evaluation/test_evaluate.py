@@ -418,7 +418,10 @@ def test_embed_and_evaluate_a_tiny_real_model(tiny_model, tiny_data):
     distinct = {(k, t) for row in split.texts for k, t in enumerate(row) if t}
     assert res["collapse"]["n_texts"] == len(distinct)
     for key, value in res["summary"].items():
-        assert value is None or math.isnan(value) or -1.0 <= value <= len(distinct), key
+        for v in value if isinstance(value, list) else [value]:
+            assert v is None or math.isnan(v) or -1.0 <= v <= len(distinct), key
+    lo, hi = res["summary"]["macro_auc_ci95"]
+    assert math.isnan(lo) or lo <= res["summary"]["macro_auc"] <= hi
     json.dumps(fileio.jsonable(res), allow_nan=False)
 
 
