@@ -4,6 +4,8 @@
 
     <root>/dataset/<split>/<split>_<pid>/<split>_<pid>_<scan>/<split>_<pid>_<scan>_<rec>.nii.gz
     <root>/dataset/ts_seg/ts_total/<split>/...same relative path...     TotalSegmentator v2 `total`
+    <root>/dataset/ts_seg/findings/<split>/...same relative path...     finding masks (phantom only)
+    <root>/dataset/ts_seg/findings/labels.json                          their label table
     <root>/dataset/radiology_text_reports/{train_reports,validation_reports}.csv
     <root>/dataset/multi_abnormality_labels/{train,valid}_predicted_labels.csv
     <root>/dataset/metadata/{train,validation}_metadata.csv
@@ -24,6 +26,8 @@ DATASET_FOLDER = "dataset"
 NIFTI_SUFFIX = ".nii.gz"
 FIXED_SUFFIX = "_fixed"  # CT-RATE v2's folders of volumes already in HU
 SEG_DIR = PurePosixPath("ts_seg/ts_total")  # TotalSegmentator maps, below dataset/
+FINDING_SEG_DIR = PurePosixPath("ts_seg/findings")  # finding masks, below dataset/
+FINDING_LABELS_FILE = "labels.json"  # inside FINDING_SEG_DIR
 CSV_KINDS: dict[str, tuple[str, dict[str, str]]] = {
     "reports": (
         "radiology_text_reports",
@@ -107,6 +111,21 @@ def ct_path(root: str | Path, name: str, folder: str | None = None) -> Path:
 def mask_path(root: str | Path, name: str, folder: str | None = None) -> Path:
     """Where the TotalSegmentator v2 label map of volume ``name`` lives under a dataset root."""
     return Path(root) / DATASET_FOLDER / mask_relpath(name, folder)
+
+
+def finding_mask_relpath(name: str, folder: str | None = None) -> PurePosixPath:
+    """Where the finding mask of volume ``name`` lives below ``dataset/``."""
+    return FINDING_SEG_DIR / volume_relpath(name, folder)
+
+
+def finding_mask_path(root: str | Path, name: str, folder: str | None = None) -> Path:
+    """Where the finding mask of volume ``name`` lives under a dataset root."""
+    return Path(root) / DATASET_FOLDER / finding_mask_relpath(name, folder)
+
+
+def finding_labels_path(root: str | Path) -> Path:
+    """The finding masks' label table under a dataset root."""
+    return Path(root) / DATASET_FOLDER / FINDING_SEG_DIR / FINDING_LABELS_FILE
 
 
 def csv_path(root: str | Path, kind: str, split: str) -> Path:

@@ -4,6 +4,8 @@
 
     dataset/{train,valid}/<split>_<pid>/<split>_<pid>_a/<split>_<pid>_a_1.nii.gz     CT, int16
     dataset/ts_seg/ts_total/{train,valid}/...same relative path...                 TS v2 `total`, uint8
+    dataset/ts_seg/findings/{train,valid}/...same relative path...                 finding masks, uint8
+    dataset/ts_seg/findings/labels.json                                  the finding masks' label table
     dataset/radiology_text_reports/{train_reports,validation_reports}.csv
     dataset/multi_abnormality_labels/{train,valid}_predicted_labels.csv
     dataset/metadata/{train,validation}_metadata.csv
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 from cagcl_mini import layout, paths
 from cagcl_mini.anatomy import ALL_LABELS
 from cagcl_mini.fileio import atomic_write_bytes, file_sha256, folder_lock, sha256
+from cagcl_mini.phantom.finding_masks import finding_mask_file, write_label_table
 from cagcl_mini.phantom.io import csv_bytes, nifti_gz_bytes
 from cagcl_mini.phantom.plan import METADATA_COLUMNS, CasePlan, PhantomSpec, plan_case
 from cagcl_mini.phantom.render import RenderedVolume, render_volume
@@ -55,8 +58,10 @@ class DatasetWriteError(OSError):
 
 
 def render_case(plan: CasePlan) -> RenderedVolume:
-    """The voxels of a planned volume (at its site's slice thickness)."""
-    return render_volume(plan.seed_sequence(), plan.size, plan.findings, site=plan.site)
+    """The voxels of a planned volume (at its site's slice thickness), with its finding masks."""
+    return render_volume(
+        plan.seed_sequence(), plan.size, plan.findings, site=plan.site, finding_masks=True
+    )
 
 
 def stored_values(hu: np.ndarray, intercept: int) -> np.ndarray:
@@ -65,7 +70,8 @@ def stored_values(hu: np.ndarray, intercept: int) -> np.ndarray:
 
 
 def _write_case(job: tuple[CasePlan, str]) -> dict[str, Any]:
-    """Worker: render one planned volume and write its CT and label map atomically."""
+    """Worker: render one planned volume and write its CT, label map and finding masks
+    atomically."""
     plan, root_text = job
     root = Path(root_text)
     t_cpu, t_wall = time.process_time(), time.perf_counter()
@@ -74,6 +80,7 @@ def _write_case(job: tuple[CasePlan, str]) -> dict[str, Any]:
     for rel, data in (
         (plan.volume_file, nifti_gz_bytes(stored_values(vol.hu, plan.intercept), vol.affine)),
         (plan.label_file, nifti_gz_bytes(vol.labels, vol.affine)),
+        (finding_mask_file(plan.name), nifti_gz_bytes(vol.finding_map, vol.affine)),
     ):
         atomic_write_bytes(root / rel, data, root / ".tmp")
         files[rel] = {"bytes": len(data), "sha256": sha256(data)}
@@ -316,6 +323,7 @@ def make_dataset(
         for record in [*kept.values(), *records]:
             files.update(record["files"])
         files.update(_write_tables(partial, plans))
+        files.update(write_label_table(partial, partial / ".tmp"))
         shutil.rmtree(partial / ".progress", ignore_errors=True)
         shutil.rmtree(partial / ".tmp", ignore_errors=True)
         _swap_in(partial, out)

@@ -37,7 +37,7 @@ from cagcl_mini.phantom.reports import (
 from cagcl_mini.phantom.sites import SITES
 from cagcl_mini.phantom.sites import site as get_site
 
-PHANTOM_VERSION = 2  # bump whenever the bytes a seed produces change
+PHANTOM_VERSION = 3  # bump whenever the bytes a seed produces change
 METADATA_COLUMNS = (
     "VolumeName", "Manufacturer", "ManufacturerModelName", "PatientSex", "PatientAge", "Rows",
     "Columns", "NumberofSlices", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept",

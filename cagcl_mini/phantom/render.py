@@ -24,6 +24,7 @@ from cagcl_mini.phantom.body import (
     paint_walls,
     sample_body,
 )
+from cagcl_mini.phantom.finding_masks import FINDING_MASK_LABELS
 from cagcl_mini.phantom.findings import FindingSpec, geometry_mods, paint_finding, sample_spec
 from cagcl_mini.phantom.mediastinum import paint_heart, paint_skeleton, paint_vessels_and_airway
 from cagcl_mini.phantom.shapes import blur, gaussian_weights, smooth_field
@@ -54,7 +55,8 @@ def child(ss: np.random.SeedSequence, *path: int) -> np.random.Generator:
 
 @dataclass
 class RenderedVolume:
-    """A rendered volume: HU (float32, clipped to the 12-bit range), TS v2 `total` labels (uint8)."""
+    """A rendered volume: HU (float32, clipped to the 12-bit range), TS v2 `total` labels (uint8)
+    and, when asked for, the finding masks (uint8, :mod:`cagcl_mini.phantom.finding_masks`)."""
 
     hu: np.ndarray
     labels: np.ndarray
@@ -62,6 +64,7 @@ class RenderedVolume:
     spacing: tuple[float, float, float]
     findings: tuple[FindingSpec, ...]
     body: Body
+    finding_map: np.ndarray | None = None  # 0 background, FINDING_MASK_LABELS ids
 
 
 def body_for(seed: SeedLike, size: int) -> Body:
@@ -94,6 +97,7 @@ def render_volume(
     findings: Iterable[str | FindingSpec] = (),
     difficulty: str = "tutorial",
     site: str = "A",
+    finding_masks: bool = False,
 ) -> RenderedVolume:
     """Render the patient of ``seed`` with the given findings (names or full specs).
 
@@ -101,6 +105,8 @@ def render_volume(
     gives it, so rendering the same seed with and without one finding differs only where that
     finding is. ``site`` sets the scanner, slice thickness and calibration
     (:mod:`cagcl_mini.phantom.sites`); the volume's patient comes from ``seed`` alone.
+    ``finding_masks`` also records which voxels each masked finding painted
+    (``finding_map``); the voxels, labels and findings are the same either way.
     """
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
@@ -130,8 +136,13 @@ def render_volume(
     paint_heart(c, masks, mods)
     paint_vessels_and_airway(c, masks, mods)
     paint_skeleton(c, masks)
+    finding_map = np.zeros(c.hu.shape, dtype=np.uint8) if finding_masks else None
     for name, spec in ordered.items():
+        label = FINDING_MASK_LABELS.get(name) if finding_map is not None else None
+        before = c.hu.copy() if label is not None else None
         paint_finding(c, spec, place[name])
+        if label is not None:
+            finding_map[c.hu != before] = label  # the voxels this finding's painter changed
 
     _scanner(c, child(ss, STREAM_NOISE))
     for overlay in c.post:
@@ -141,8 +152,10 @@ def render_volume(
         c.hu += np.float32(offset)
     np.clip(c.hu, HU_MIN, HU_MAX, out=c.hu)
     hu, labels, affine = scanner.thick_slices(c.hu, c.lab, affine_for(body))
+    if finding_map is not None:  # the centre slice of each stored slice, as for the labels
+        finding_map = np.ascontiguousarray(finding_map[..., :: scanner.slice_factor])
     spacing = (body.spacing[0], body.spacing[1], body.spacing[2] * scanner.slice_factor)
-    return RenderedVolume(hu, labels, affine, spacing, tuple(ordered.values()), body)
+    return RenderedVolume(hu, labels, affine, spacing, tuple(ordered.values()), body, finding_map)
 
 
 def _scanner(c: Canvas, rng: np.random.Generator) -> None:

@@ -92,7 +92,9 @@ def test_layout_is_exactly_ct_rates(small):
         for pid in range(1, n + 1):
             rel = f"{split}/{split}_{pid}/{split}_{pid}_a/{split}_{pid}_a_1.nii.gz"
             expected |= {f"dataset/{rel}", f"dataset/ts_seg/ts_total/{rel}"}
+            expected.add(f"dataset/ts_seg/findings/{rel}")
         expected |= {f"dataset/{c}" for c in CSVS[split]}
+    expected.add("dataset/ts_seg/findings/labels.json")
     assert set(all_files(small)) == expected
     siblings = {p.name for p in small.parent.iterdir()}
     assert not any(".partial" in s or ".old-" in s for s in siblings), siblings
@@ -187,7 +189,7 @@ def test_volume_does_not_depend_on_dataset_size(small, tmp_path):
                          progress=False)  # fmt: skip
     a, b = all_files(small), all_files(fewer)
     shared = [k for k in b if k.endswith(".nii.gz")]
-    assert len(shared) == 6 and all(a[k] == b[k] for k in shared)
+    assert len(shared) == 9 and all(a[k] == b[k] for k in shared)  # CT, anatomy map, findings
 
 
 # ----------------------------------------------------------------------------- findings
