@@ -18,11 +18,13 @@ import copy
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from cagcl_mini import paths
 from cagcl_mini.fileio import atomic_write_text
@@ -30,9 +32,6 @@ from cagcl_mini.losses.objective import PRESET_AUGMENT, resolve_weights
 from cagcl_mini.nn.model import ModelConfig
 from cagcl_mini.phantom.plan import PhantomSpec
 from cagcl_mini.train.presets import PRESETS
-
-LOG_FORMATS: tuple[str, ...] = ("jsonl", "csv")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 # Fields that change where or how verbosely a run is recorded, not what it computes.
 BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
@@ -49,22 +48,30 @@ BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
 )
 
 
-@dataclass
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    """Everything a pretraining run needs; the defaults are the ``cpu-quick`` preset."""
+    """Everything a pretraining run needs; the defaults are the ``cpu-quick`` preset.
+
+    A pydantic dataclass: every field is checked (type and range) when the config is built, so a
+    bad value in a YAML file or a ``--set`` fails when it is read, naming the field.
+    """
 
     name: str = "cpu-quick"
     loss_preset: str | dict = "cagcl"  # "fvlm" | "ctglip" | "cagcl" or {term: weight}
     augment: bool | None = None  # text augmentation; None = the loss preset's choice
-    augment_variants: int | None = 2  # augmentations per description (None: a fresh one per step)
+    augment_variants: PositiveInt | None = 2  # augmentations per description (None: fresh)
     # data: None = the embedded phantom dataset under paths.default_data_dir(), built on demand
     data_root: str | None = None
-    n_train: int = PhantomSpec.n_train
-    n_valid: int = PhantomSpec.n_valid
-    data_size: int = PhantomSpec.size  # edge of the phantom volumes written to disk
+    n_train: PositiveInt = PhantomSpec.n_train
+    n_valid: Count = PhantomSpec.n_valid
+    data_size: PositiveInt = PhantomSpec.size  # edge of the phantom volumes written to disk
     data_seed: int = PhantomSpec.seed
     data_difficulty: str = PhantomSpec.difficulty  # "tutorial" or "realistic" (phantom only)
-    image_size: int = 48  # edge of the volumes the network sees (resized by the loader)
+    image_size: PositiveInt = 48  # edge of the volumes the network sees (resized by the loader)
     data_cache: str | bool = "disk+memory"  # CTReportDataset cache: False, "memory", "disk",
     # "disk+memory" or a folder
     # model: ModelConfig overrides
@@ -80,24 +87,24 @@ class TrainConfig:
     )
     text_prefix_cache: bool = True  # cache hidden states below the first trainable text layer
     # optimisation
-    batch_size: int = 16  # global batch per micro-step (split across processes under torchrun)
-    grad_accum: int = 1  # micro-batches per optimiser step
-    steps: int = 120  # optimiser steps
-    lr: float = 5e-3
-    text_lr: float = 1e-4  # for the transformer layers of the text encoder
-    weight_decay: float = 0.01
-    warmup_steps: int = 12
-    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
-    clip_grad: float | None = 1.0  # max global gradient norm; None = no clipping
+    batch_size: PositiveInt = 16  # global batch per micro-step (split across torchrun processes)
+    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
+    steps: PositiveInt = 120  # optimiser steps
+    lr: Annotated[float, Field(gt=0.0)] = 5e-3
+    text_lr: Annotated[float, Field(ge=0.0)] = 1e-4  # the transformer layers of the text encoder
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    warmup_steps: Count = 12
+    min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # cosine ends at lr * this
+    clip_grad: Annotated[float, Field(gt=0.0)] | None = 1.0  # max gradient norm; None = no clip
     seed: int = 0
     # bookkeeping
-    checkpoint_every: int = 40  # optimiser steps between checkpoints (0 = only the final one)
-    keep_checkpoints: int = 2  # periodic checkpoints kept (oldest deleted)
-    log_every: int = 1
-    log_format: str = "jsonl"  # "jsonl" | "csv"
+    checkpoint_every: Count = 40  # optimiser steps between checkpoints (0 = only the final one)
+    keep_checkpoints: PositiveInt = 2  # periodic checkpoints kept (oldest deleted)
+    log_every: PositiveInt = 1
+    log_format: Literal["jsonl", "csv"] = "jsonl"
     out_dir: str | None = None  # None = paths.checkpoint_dir() / run_name()
-    num_workers: int = 0
-    device: str = "auto"  # "auto" = cuda, then mps, then cpu
+    num_workers: Count = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # "auto" = cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast of the forward on CUDA
     cpu_bf16: bool = False  # the same on CPUs with native bf16 (AMX / AVX-512 BF16) only
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
@@ -105,53 +112,23 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def __post_init__(self) -> None:
-        self._coerce_numbers()
-        positive = ("batch_size", "grad_accum", "steps", "image_size", "n_train", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoint_every", "num_workers", "n_valid"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.augment_variants is not None and self.augment_variants < 1:
+        """The checks a field type cannot state: the loss preset and the model's fields."""
+        try:
+            resolve_weights(self.loss_preset)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"loss_preset: {exc.args[0]}") from None
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(self.model) - known)
+        if unknown:
             raise ValueError(
-                f"TrainConfig.augment_variants must be >= 1 or None, got {self.augment_variants}"
+                f"unknown key 'model.{unknown[0]}'; ModelConfig fields are "
+                f"{', '.join(sorted(known))}"
             )
-        if self.keep_checkpoints < 1:
-            raise ValueError(
-                f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"
-            )
-        if self.log_format not in LOG_FORMATS:
-            raise ValueError(
-                f"TrainConfig.log_format must be one of {LOG_FORMATS}, got {self.log_format!r}"
-            )
-        if self.device not in DEVICES:
-            raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
-        if not isinstance(self.model, dict):
-            raise TypeError(
-                f"TrainConfig.model must be a dict of ModelConfig fields, got {self.model!r}"
-            )
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(
-                f"TrainConfig.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}"
-            )
-
-    def _coerce_numbers(self) -> None:
-        """YAML 1.1 reads ``3e-4`` as a string and ``1`` as an int: fix float/int fields."""
-        for f in dataclasses.fields(self):
-            kind = str(f.type).replace(" | None", "")
-            value = getattr(self, f.name)
-            if value is None or kind not in ("float", "int") or isinstance(value, bool):
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"TrainConfig.{f.name} must be a number, got {value!r}") from None
-            if kind == "int":
-                if not number.is_integer():
-                    raise ValueError(f"TrainConfig.{f.name} must be an integer, got {value!r}")
-                number = int(number)
-            setattr(self, f.name, number)
+        try:
+            checked = TypeAdapter(ModelConfig).validate_python(dict(self.model))
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(exc, prefix="model.")) from None
+        self.model = {key: getattr(checked, key) for key in self.model}
 
     # ------------------------------------------------------------------ derived values
     def loss_weights(self) -> dict[str, float]:
@@ -220,7 +197,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict; unknown keys (also inside ``model``) raise naming key and source."""
         if not isinstance(data, dict):
-            raise TypeError(
+            raise ValueError(
                 f"{source}: expected a mapping of TrainConfig fields, got {type(data).__name__}"
             )
         known = {f.name for f in dataclasses.fields(cls)}
@@ -242,8 +219,8 @@ class TrainConfig:
                 )
         try:
             return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+        except ValidationError as exc:
+            raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
 
     def save_yaml(self, path: str | Path) -> Path:
         """Write the config as YAML, atomically (temp file + rename)."""
@@ -282,6 +259,56 @@ class TrainConfig:
                 target = target[part]
             target[leaf] = value
         return TrainConfig.from_dict(data, source="overrides " + " ".join(assignments))
+
+
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "none_required": "null",
+}
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line for a pydantic error: ``<field>: expected <what>, got <value>``.
+
+    Only the first faulty field is named (the others are reported once it is fixed); the members
+    of a union (``float | None``) are joined with "or"."""
+    errors = exc.errors()
+    first = errors[0]
+    if first["type"] == "value_error" and not first["loc"]:  # raised by __post_init__
+        return str(first["ctx"]["error"])
+    name = str(first["loc"][0])
+    wanted = []
+    for err in (e for e in errors if e["loc"] and str(e["loc"][0]) == name):
+        kind, ctx = err["type"], err.get("ctx") or {}
+        if kind in _BOUNDS:
+            bound = next(iter(ctx.values()))
+            wanted.append(
+                f"{_BOUNDS[kind]} {bound:g}"
+                if isinstance(bound, float)
+                else f"{_BOUNDS[kind]} {bound}"
+            )
+        elif kind == "literal_error":
+            wanted.append(ctx["expected"])
+        elif kind == "value_error":
+            return f"{prefix}{name}: {ctx['error']}"
+        else:
+            wanted.append(_EXPECTED.get(kind, err["msg"]))
+    got = first["input"]
+    return f"{prefix}{name}: expected {' or '.join(dict.fromkeys(wanted))}, got {got!r}"
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
