@@ -27,7 +27,8 @@ class EmbeddedSplit:
     ``v`` (N,K,E) visual anatomy embeddings (zero where absent), ``present`` (N,K) bool, ``t``
     (N,K,E) description embeddings (zero where the text is ""), ``labels`` (N,A) float in
     ``ALL_LABELS`` order, ``abnormal`` (N,K) bool, ``ids`` N strings, ``texts`` N lists of K
-    strings, ``scale`` the model's logit scale when embedded.
+    strings, ``scale`` the model's logit scale when embedded, ``reports`` the N full report texts
+    (Findings_EN) when the dataset gives them: report generation scores against them.
     """
 
     v: torch.Tensor
@@ -39,6 +40,7 @@ class EmbeddedSplit:
     t: torch.Tensor | None = None
     scale: float = 1.0 / 0.07
     name: str = ""
+    reports: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.v.shape[0])
@@ -74,6 +76,7 @@ def embed_dataset(
     parts: dict[str, list] = {k: [] for k in ("v", "present", "t", "labels", "abnormal")}
     ids: list[str] = []
     texts: list[list[str]] = []
+    reports: list[str] = []
     with inference(model):
         for batch in loader:
             v, present = model.encode_image(batch)
@@ -84,6 +87,7 @@ def embed_dataset(
             parts["abnormal"].append(torch.as_tensor(batch["abnormal"]).bool().cpu())
             ids.extend(str(i) for i in batch["id"])
             texts.extend([list(row) for row in batch["texts"]])
+            reports.extend(str(r) for r in batch.get("report", ()))
         scale = model_scale(model)
     cat = {k: torch.cat(v) for k, v in parts.items()}
     if cat["labels"].shape[1] != len(ALL_LABELS):
@@ -94,6 +98,7 @@ def embed_dataset(
         v=cat["v"], present=cat["present"], t=cat["t"], labels=cat["labels"],
         abnormal=cat["abnormal"], ids=ids, texts=texts, scale=scale,
         name=str(getattr(dataset, "split", "")),
+        reports=reports if len(reports) == len(ids) else None,
     )  # fmt: skip
 
 

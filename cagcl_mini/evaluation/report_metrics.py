@@ -1,0 +1,287 @@
+"""How good a generated report is: word overlap, meaning overlap and clinical efficacy.
+
+- **ROUGE-L** F-measure (``rouge-score``, Porter stemming): the longest common subsequence of
+  words between the generated and the true report.
+- **BERTScore** F1 (``bert-score``) on the bundled MiniLM (:func:`cagcl_mini.nn.text.default_text_model_path`),
+  all its layers, no idf and no baseline rescaling, offline: greedy matching of contextual token
+  embeddings. Without rescaling, unrelated English text already scores well above 0, so read it
+  against the baselines, not against 0.
+- **Clinical efficacy** (CE): the labels a report asserts, read back with the project's own splitter
+  and finding patterns (:func:`report_labels`: :func:`~cagcl_mini.text.reports.split_report`, then
+  :func:`~cagcl_mini.text.findings.findings` per anatomy), against the volume's true labels:
+  micro precision, recall and F1 over every (volume, abnormality) pair, and the macro F1 over
+  abnormalities with at least one positive volume.
+
+:func:`report_scores` gives all of them with a 95 % bootstrap interval over volumes
+(:func:`~cagcl_mini.evaluation.uncertainty.bootstrap_statistic`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rouge_score import rouge_scorer
+from sklearn.metrics import precision_recall_fscore_support
+
+from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES, NUM_ANATOMIES
+from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP, bootstrap_statistic
+from cagcl_mini.nn.text import _quiet_transformers, default_text_model_path
+from cagcl_mini.text.findings import findings
+from cagcl_mini.text.reports import split_report
+
+_LABEL_INDEX = {name: i for i, name in enumerate(ALL_LABELS)}
+METRICS: tuple[str, ...] = (
+    "rouge_l", "bertscore_f1", "ce_precision", "ce_recall", "ce_f1", "ce_macro_f1"
+)  # fmt: skip
+
+
+def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> None:
+    """One-line errors for lists that cannot be scored pairwise."""
+    if isinstance(generated, str) or isinstance(references, str):
+        raise TypeError("generated and references must be lists of report strings, not one string")
+    if len(generated) == 0:
+        raise ValueError("generated: no report to score (empty list)")
+    if len(generated) != len(references):
+        raise ValueError(
+            f"generated and references differ in length: {len(generated)} vs {len(references)}"
+        )
+    for name, texts in (("generated", generated), ("references", references)):
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"{name}[{bad}] is a {type(texts[bad]).__name__}, not a str")
+    empty = next((i for i, t in enumerate(references) if not t.strip()), None)
+    if empty is not None:
+        raise ValueError(f"references[{empty}] is empty: a true report is needed to score against")
+
+
+# ----------------------------------------------------------------------------- text overlap
+@functools.lru_cache(maxsize=1)
+def _rouge() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(generated: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F-measure of each (generated, reference) pair, shape (N,)."""
+    _check_pairs(generated, references)
+    scorer = _rouge()
+    return np.array(
+        [
+            scorer.score(ref, gen)["rougeL"].fmeasure
+            for gen, ref in zip(generated, references, strict=True)
+        ]
+    )
+
+
+def _num_layers(model: Path) -> int:
+    return int(json.loads((model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"])
+
+
+@functools.lru_cache(maxsize=2)
+def _bert_scorer(model: str, num_layers: int, batch_size: int) -> Any:
+    from bert_score import BERTScorer  # imports transformers' pipelines: only when scoring
+
+    with _quiet_transformers():
+        return BERTScorer(
+            model_type=model, num_layers=num_layers, batch_size=batch_size, device="cpu",
+            rescale_with_baseline=False, idf=False,
+        )  # fmt: skip
+
+
+def bertscore_f1(
+    generated: Sequence[str],
+    references: Sequence[str],
+    model: str | Path | None = None,
+    num_layers: int | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """BERTScore F1 of each pair, shape (N,): ``model`` a local folder (default: the bundled
+    MiniLM), ``num_layers`` the layer whose embeddings match (default: its last)."""
+    _check_pairs(generated, references)
+    folder = Path(model) if model is not None else default_text_model_path()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model: {folder} is not a local model folder (no config.json)")
+    layers = _num_layers(folder) if num_layers is None else int(num_layers)
+    scorer = _bert_scorer(str(folder), layers, int(batch_size))
+    with _quiet_transformers():
+        _, _, f1 = scorer.score(list(generated), list(references), batch_size=int(batch_size))
+    return f1.double().clamp(max=1.0).numpy()  # identical texts: 1 up to float rounding
+
+
+# ----------------------------------------------------------------------------- clinical efficacy
+def report_findings(report: str) -> dict[str, frozenset[str]]:
+    """Anatomy name -> the catalog abnormalities its description in ``report`` asserts, for every
+    catalog anatomy (read with :func:`~cagcl_mini.text.reports.split_report` and
+    :func:`~cagcl_mini.text.findings.findings`); a blank report asserts none."""
+    if not isinstance(report, str):
+        raise TypeError(f"report must be a str, got {type(report).__name__}")
+    if not report.strip():
+        return {name: frozenset() for name in ANATOMY_NAMES}
+    with warnings.catch_warnings():  # an unpunctuated generated report is split anyway
+        warnings.simplefilter("ignore", UserWarning)
+        parts = split_report(report)
+    return {name: findings(name, parts[name]) for name in ANATOMY_NAMES}
+
+
+def report_labels(report: str) -> np.ndarray:
+    """(A,) 0/1 in ``ALL_LABELS`` order: the abnormalities a report asserts, each read in the
+    description of its own anatomy (:func:`report_findings`)."""
+    out = np.zeros(len(ALL_LABELS), dtype=np.int64)
+    for names in report_findings(report).values():
+        for name in names:
+            out[_LABEL_INDEX[name]] = 1
+    return out
+
+
+def anatomy_differences(
+    generated: Sequence[str], reference: Sequence[str]
+) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """The anatomies whose findings differ between two lists of K per-anatomy descriptions
+    (catalog order, "" where absent): {anatomy: (generated findings, true findings)}."""
+    for name, texts in (("generated", generated), ("reference", reference)):
+        if isinstance(texts, str) or len(texts) != NUM_ANATOMIES:
+            raise ValueError(
+                f"{name}: expected K={NUM_ANATOMIES} per-anatomy descriptions "
+                f"({', '.join(ANATOMY_NAMES)}), got "
+                f"{'one string' if isinstance(texts, str) else len(texts)}"
+            )
+    out = {}
+    for k, anatomy_name in enumerate(ANATOMY_NAMES):
+        ours = findings(anatomy_name, generated[k] or "")
+        theirs = findings(anatomy_name, reference[k] or "")
+        if ours != theirs:
+            out[anatomy_name] = (ours, theirs)
+    return out
+
+
+def reports_labels(reports: Sequence[str]) -> np.ndarray:
+    """(N, A) :func:`report_labels` of every report."""
+    if isinstance(reports, str):
+        raise TypeError("reports must be a list of report strings, not one string")
+    return (
+        np.stack([report_labels(r) for r in reports])
+        if len(reports)
+        else np.zeros((0, len(ALL_LABELS)), np.int64)
+    )
+
+
+def _check_labels(predicted: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    predicted, true = np.asarray(predicted), np.asarray(true)
+    if predicted.ndim != 2 or predicted.shape != true.shape:
+        raise ValueError(
+            f"predicted and true labels must both be (N, A), got {predicted.shape} and {true.shape}"
+        )
+    if predicted.shape[0] == 0:
+        raise ValueError("predicted: no volume to score (0 rows)")
+    for name, x in (("predicted", predicted), ("true", true)):
+        bad = np.argwhere(~np.isin(x, (0, 1)))
+        if len(bad):
+            row, col = (int(i) for i in bad[0])
+            raise ValueError(
+                f"{name} labels must be 0/1, got {x[row, col].item()!r} at row {row}, column {col}"
+            )
+    return predicted.astype(bool), true.astype(bool)
+
+
+def _micro(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def clinical_efficacy(
+    predicted: np.ndarray, true: np.ndarray, labels: Sequence[str] = ALL_LABELS
+) -> dict[str, Any]:
+    """CE of (N, A) predicted against true 0/1 labels: ``precision``, ``recall``, ``f1`` (micro
+    over all pairs), ``macro_f1`` over the abnormalities with a true positive volume, and
+    ``per_abnormality`` {name: {precision, recall, f1, support}}."""
+    predicted, true = _check_labels(predicted, true)
+    if predicted.shape[1] != len(labels):
+        raise ValueError(f"labels: {len(labels)} names for {predicted.shape[1]} label columns")
+    tp = float((predicted & true).sum())
+    fp, fn = float((predicted & ~true).sum()), float((~predicted & true).sum())
+    precision, recall, f1 = _micro(tp, fp, fn)
+    p, r, f, support = precision_recall_fscore_support(
+        true, predicted, average=None, zero_division=0
+    )
+    seen = support > 0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "macro_f1": float(f[seen].mean()) if seen.any() else math.nan,
+        "per_abnormality": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(labels)
+        },  # fmt: skip
+        "n": int(predicted.shape[0]),
+    }
+
+
+# ----------------------------------------------------------------------------- all together
+def report_scores(
+    generated: Sequence[str],
+    references: Sequence[str],
+    true_labels: np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+    bertscore: bool = True,
+) -> dict[str, Any]:
+    """Every metric of the module docstring for N generated reports, each with ``<name>_ci95``
+    (volumes resampled ``n_bootstrap`` times; 0 gives no intervals); ``bertscore=False`` skips
+    the BERTScore model (the value is NaN then)."""
+    _check_pairs(generated, references)
+    true_labels = np.asarray(true_labels)
+    if true_labels.ndim != 2 or true_labels.shape[0] != len(generated):
+        raise ValueError(
+            f"true_labels: expected ({len(generated)}, {len(ALL_LABELS)}) for "
+            f"{len(generated)} generated reports, got {true_labels.shape}"
+        )
+    pred, true = _check_labels(reports_labels(generated), true_labels)
+    rouge = rouge_l(generated, references)
+    bert = bertscore_f1(generated, references) if bertscore else np.full(len(generated), np.nan)
+    ce = clinical_efficacy(pred, true)
+    tp, fp, fn = ((pred & true).sum(1), (pred & ~true).sum(1), (~pred & true).sum(1))
+
+    def macro_f1(idx: np.ndarray) -> float:
+        return clinical_efficacy(pred[idx], true[idx])["macro_f1"]
+
+    statistics = {
+        "rouge_l": lambda i: float(rouge[i].mean()),
+        "bertscore_f1": lambda i: float(bert[i].mean()),
+        "ce_precision": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[0],
+        "ce_recall": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[1],
+        "ce_f1": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[2],
+        "ce_macro_f1": macro_f1,
+    }
+    out: dict[str, Any] = {
+        "rouge_l": float(rouge.mean()),
+        "bertscore_f1": float(bert.mean()),
+        "ce_precision": ce["precision"],
+        "ce_recall": ce["recall"],
+        "ce_f1": ce["f1"],
+        "ce_macro_f1": ce["macro_f1"],
+    }
+    if n_bootstrap:
+        for name, statistic in statistics.items():
+            if name == "bertscore_f1" and not bertscore:
+                out[f"{name}_ci95"] = [math.nan, math.nan]
+                continue
+            n_draws = max(1, n_bootstrap // 5) if name == "ce_macro_f1" else n_bootstrap
+            out[f"{name}_ci95"] = list(
+                bootstrap_statistic(len(generated), statistic, n_draws, seed)
+            )
+    out["n"] = len(generated)
+    return out
