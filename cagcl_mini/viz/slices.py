@@ -11,6 +11,7 @@ Each view carries small orientation letters.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,6 +178,71 @@ def show_slices(
     return fig
 
 
+class SliceViewer(widgets.VBox):
+    """An ipywidgets viewer: one slider per view (slice index), one for overlay opacity, and the
+    three views as a PNG in an ``ipywidgets.Image``.
+
+    The figure is rendered to PNG bytes in the kernel and sent as the image widget's value, so
+    every front end that shows widgets (JupyterLab, Notebook 7, VS Code) shows it, with no
+    matplotlib backend in the browser. ``sliders`` maps ``axial``, ``coronal``, ``sagittal`` and
+    ``alpha`` to their widgets; ``figure`` is the figure last drawn; ``draw(**index)`` redraws.
+    """
+
+    def __init__(
+        self,
+        volume: Any,
+        anatomy: Any = None,
+        *,
+        window: str | tuple[float, float] | None = None,
+        alpha: float = 0.4,
+        title: str | None = None,
+        dpi: int = 80,
+    ) -> None:
+        self.volume = _as_volume(volume, "volume")
+        self.anatomy = None if anatomy is None else _as_volume(anatomy, "anatomy")
+        self.window = resolve_window(window, self.volume)
+        self.title, self.dpi = title, dpi
+        style = {"description_width": "initial"}
+        self.sliders: dict[str, Any] = {
+            view: widgets.IntSlider(
+                value=self.volume.shape[_VIEW_AXIS[view]] // 2,
+                min=0,
+                max=self.volume.shape[_VIEW_AXIS[view]] - 1,
+                description=f"{view} ({'xyz'[_VIEW_AXIS[view]]})",
+                continuous_update=False,
+                style=style,
+            )
+            for view in VIEWS
+        }
+        self.sliders["alpha"] = widgets.FloatSlider(
+            value=alpha, min=0.0, max=1.0, step=0.05, description="overlay",
+            continuous_update=False, disabled=self.anatomy is None, style=style,
+        )  # fmt: skip
+        self.image = widgets.Image(format="png")
+        self.figure: Figure | None = None
+        for slider in self.sliders.values():
+            slider.observe(self._on_change, names="value")
+        super().__init__([widgets.HBox(list(self.sliders.values())), self.image])
+        self.draw()
+
+    def _on_change(self, _change: Any) -> None:
+        self.draw()
+
+    def draw(self, **values: float) -> Figure:
+        """Draw the views at the sliders' values (``values`` override them); the figure."""
+        current = {name: slider.value for name, slider in self.sliders.items()} | values
+        index = {view: int(current[view]) for view in VIEWS}
+        fig = show_slices(
+            self.volume, self.anatomy, index=index, window=self.window,
+            alpha=float(current["alpha"]), title=self.title,
+        )  # fmt: skip
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=self.dpi)
+        self.image.value = buffer.getvalue()
+        self.figure = fig
+        return fig
+
+
 def slice_viewer(
     volume: Any,
     anatomy: Any = None,
@@ -184,35 +250,6 @@ def slice_viewer(
     window: str | tuple[float, float] | None = None,
     alpha: float = 0.4,
     title: str | None = None,
-):
-    """An ipywidgets viewer: one slider per view (slice index) and one for overlay opacity.
-
-    Built with ``ipywidgets.interactive``; ``widget.result`` is the figure last drawn and
-    ``widget.f`` the update function (keyword arguments ``axial``, ``coronal``, ``sagittal``,
-    ``alpha``). Works headless (the figure is then only kept in ``result``).
-    """
-    vol = _as_volume(volume, "volume")
-    anat = None if anatomy is None else _as_volume(anatomy, "anatomy")
-    window = resolve_window(window, vol)
-    style = {"description_width": "initial"}
-    sliders: dict[str, Any] = {
-        view: widgets.IntSlider(
-            value=vol.shape[_VIEW_AXIS[view]] // 2,
-            min=0,
-            max=vol.shape[_VIEW_AXIS[view]] - 1,
-            description=f"{view} ({'xyz'[_VIEW_AXIS[view]]})",
-            continuous_update=False,
-            style=style,
-        )
-        for view in VIEWS
-    }
-    sliders["alpha"] = widgets.FloatSlider(
-        value=alpha, min=0.0, max=1.0, step=0.05, description="overlay",
-        continuous_update=False, disabled=anat is None, style=style,
-    )  # fmt: skip
-
-    def update(axial: int, coronal: int, sagittal: int, alpha: float) -> Figure:
-        index = {"axial": axial, "coronal": coronal, "sagittal": sagittal}
-        return show_slices(vol, anat, index=index, window=window, alpha=alpha, title=title)
-
-    return widgets.interactive(update, **sliders)
+) -> SliceViewer:
+    """The interactive :class:`SliceViewer` of a volume and, optionally, its anatomy map."""
+    return SliceViewer(volume, anatomy, window=window, alpha=alpha, title=title)
