@@ -76,7 +76,10 @@ class CTReportDataset(torch.utils.data.Dataset):
     """CT volumes, anatomy maps, per-anatomy report texts and labels of one CT-RATE-layout split.
 
     ``root`` is the folder holding ``dataset/`` or ``dataset/`` itself. See the module docstring for
-    the item layout, the pipeline and the cache options.
+    the item layout, the pipeline and the cache options. ``hu_check`` (on by default) refuses a CT
+    whose air does not read about -1000 HU after the rescale, naming the volume and the likely
+    cause (rescale applied twice, missing intercept); see :mod:`cagcl_mini.data.transforms`.
+    Bad files raise :class:`DataError` with one line naming the file when an item is read.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class CTReportDataset(torch.utils.data.Dataset):
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
         min_anatomy_voxels: int = 1,
         transform: Callable[[dict], dict] | None = None,
+        hu_check: bool = True,
     ) -> None:
         check_split(split)
         if int(size) < 1:
@@ -101,9 +105,10 @@ class CTReportDataset(torch.utils.data.Dataset):
         self.split, self.size, self.hu_window = split, int(size), (lo, hi)
         self.min_anatomy_voxels = int(min_anatomy_voxels)
         self.transform = transform
+        self.hu_check = bool(hu_check)
         self.records: list[VolumeRecord] = index_split(self.dataset_dir, split)
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
-        pipeline = build_pipeline(self.size, self.hu_window)
+        pipeline = build_pipeline(self.size, self.hu_window, hu_check=self.hu_check)
         self._in_memory = cache is True or cache == "memory"
         self._memo: dict[int, dict[str, torch.Tensor]] | None = None
         if cache == DISK_AND_MEMORY:
@@ -121,7 +126,8 @@ class CTReportDataset(torch.utils.data.Dataset):
 
     def _cache_dir(self, cache: str | Path) -> Path:
         base = paths.home() / "cache" / "ctrate" if cache == "disk" else Path(cache).expanduser()
-        key = json.dumps([self.size, self.hu_window, PIPELINE_VERSION])
+        unchecked = [] if self.hu_check else ["no-hu-check"]  # default caches keep their names
+        key = json.dumps([self.size, self.hu_window, PIPELINE_VERSION, *unchecked])
         return base / f"s{self.size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
     @property

@@ -14,7 +14,10 @@ works. Decisions for incomplete data, all documented and tested:
 * CT-RATE label columns missing from the labels CSV: zeros, with one warning naming the file and
   columns; the four phantom-only extras (``EXTRA_LABELS``) are quietly zero on real data, which
   never has them (evaluation skips a label with no positives);
-* malformed metadata or label values: :class:`DataError` naming the file, row and field.
+* malformed metadata or label values: :class:`DataError` naming the file, row and field;
+* a volume under a ``<split>_fixed`` folder (CT-RATE v2) already holds HU: its record gets slope 1
+  and intercept 0, and the metadata CSV's RescaleSlope/RescaleIntercept (still listed there, and
+  still checked to be numbers) are not applied a second time.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pandas as pd
 from cagcl_mini.anatomy import ALL_LABELS, CT_RATE_LABELS
 from cagcl_mini.errors import DataError, LayoutWarning
 from cagcl_mini.layout import (
+    FIXED_SUFFIX,
     METADATA_FIELDS,
     SEG_DIR,
     check_split,
@@ -54,7 +58,7 @@ class VolumeRecord:
     impressions: str
     labels: np.ndarray  # (len(ALL_LABELS),) float32 in ALL_LABELS order
     spacing: tuple[float, float, float]  # (x, y, z) in mm from XYSpacing / ZSpacing
-    slope: float
+    slope: float  # HU = stored * slope + intercept (1 and 0 for `_fixed` volumes, already HU)
     intercept: float
 
     @property
@@ -223,6 +227,10 @@ def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
         m = meta.loc[name]
         where = f"{csv_paths['metadata']}, row {m['_line']} ({name})"
         sx, sy = parse_xy_spacing(m["XYSpacing"], where)
+        slope = _number(m, "RescaleSlope", where)
+        intercept = _number(m, "RescaleIntercept", where)
+        if folder.endswith(FIXED_SUFFIX):  # CT-RATE v2: already HU, the CSV's rescale is stale
+            slope, intercept = 1.0, 0.0
         findings = reports.loc[name, "Findings_EN"]
         impressions = reports.loc[name].get("Impressions_EN", "")
         records.append(
@@ -234,8 +242,8 @@ def index_split(dataset_dir: Path, split: str) -> list[VolumeRecord]:
                 impressions="" if pd.isna(impressions) else str(impressions),
                 labels=_labels_vector(labels.loc[name], label_cols, csv_paths["labels"]),
                 spacing=(sx, sy, _number(m, "ZSpacing", where, positive=True)),
-                slope=_number(m, "RescaleSlope", where),
-                intercept=_number(m, "RescaleIntercept", where),
+                slope=slope,
+                intercept=intercept,
             )
         )
     if missing_maps:

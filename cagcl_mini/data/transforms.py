@@ -2,8 +2,13 @@
 
 The steps (MONAI dictionary transforms over ``image`` and ``anatomy``):
 
-1. :class:`SafeLoadImaged`: the nibabel reader, so a damaged file raises :class:`DataError`
-   "<file> is corrupt or truncated: <reason>"; then ``EnsureChannelFirstd``.
+1. :class:`SafeLoadImaged`: the nibabel reader, checking what it reads, each failure a one-line
+   :class:`DataError` naming the file: "<file> is not a readable NIfTI: <reason>" (random bytes,
+   truncated data); "<file>: expected a 3-D CT volume (label map), got shape (...)" for 2-D, 4-D
+   or 0-size data and for fewer than ``MIN_AXIS_VOXELS`` voxels along an axis (trailing singleton
+   axes, as in ``(X, Y, Z, 1)``, are dropped first); complex or structured voxel types; NaN or inf
+   voxels (their count); a header affine that is not finite or is singular (pixdim 0, garbage
+   qform/sform). Then ``EnsureChannelFirstd``.
 2. :class:`CheckPaird`: the label map must have the CT's shape and affine (within
    ``AFFINE_ATOL`` mm), else an error naming both files and both shapes/affines.
 3. :class:`MetadataSpacingd`: CT-RATE's original volumes carry a placeholder 1 mm voxel size in the
@@ -13,10 +18,13 @@ The steps (MONAI dictionary transforms over ``image`` and ``anatomy``):
 4. :class:`RescaleHUd`: CT-RATE stores raw int16 and keeps RescaleSlope/RescaleIntercept only in the
    CSV, so HU = raw * slope + intercept. If the NIfTI header itself carries a scaling
    (``scl_slope`` finite, non-zero, and (slope, inter) != (1, 0)), nibabel has already applied it
-   while reading and the CSV values are NOT applied a second time.
+   while reading and the CSV values are NOT applied a second time. Non-finite HU after the
+   rescale (an absurd slope) are an error naming the file and both CSV values.
+   :class:`CheckHUd` (``hu_check=True``, the default): air must read about -1000 HU, see below.
 5. :class:`TotalSegToAnatomyd`: TotalSegmentator ids -> anatomy ids with ``TOTALSEG_TO_ANATOMY``;
    ids 118..255 are not v2 `total` classes: background, with a warning naming the file and ids;
-   ids outside 0..255 or non-integer values raise.
+   ids outside 0..255 or non-integer values raise; a map with no catalog anatomy at all (all 0:
+   "no anatomy labelled") loads with a warning naming the file, every anatomy absent.
 6. ``Orientationd(axcodes="RAS")``: the index of array axes 0, 1, 2 increases towards the
    patient's Right, Anterior and Superior (so the liver sits at high axis-0 indices).
 7. ``ScaleIntensityRanged`` (clip) for the HU window, then ``Resized`` to ``(S, S, S)``: the image
@@ -24,6 +32,20 @@ The steps (MONAI dictionary transforms over ``image`` and ``anatomy``):
 
 Spacing is not resampled (no ``Spacingd``): every volume is resized to the same cube anyway, and the
 true spacing stays in the affine used for orientation.
+
+The HU sanity check (:class:`CheckHUd`) catches the silent rescale mistakes: every CT has air
+(outside the body, in the lungs or bowel) at about -1000 HU, so the volume's 1st percentile HU
+("air") must lie in ``AIR_HU`` (-1100..-900). Voxels at the volume's minimum are left out when that
+minimum is below -1100 HU (a scanner's padding outside the reconstruction circle, e.g. -2048 or
+-3024), and percentiles are taken on at most ``HU_SAMPLE`` evenly strided voxels. Air up to 150 HU
+outside that range (``AIR_HU_MARGIN``) is marginal (a field of view inside the body, a noisy
+low-dose scan): a :class:`LayoutWarning`, the volume loads. Further off is a :class:`DataError`
+naming the volume and the likely cause: air far below (near -2000 or -9000) means a rescale
+applied twice or a wrong intercept, typically a CT-RATE ``_fixed`` volume (already HU) moved out
+of its ``<split>_fixed`` folder and given the CSV's RescaleIntercept; air far above (near 0 or +1000
+and up) means raw stored values: a missing RescaleIntercept. The 99th percentile must also reach
+``BODY_MIN_HU`` (soft tissue), which catches a shift that left a constant air block as padding.
+``hu_check=False`` turns the check off (for non-CT data or deliberate experiments).
 """
 
 from __future__ import annotations
@@ -50,12 +72,55 @@ from cagcl_mini.errors import DataError, LayoutWarning
 
 AFFINE_ATOL = 1e-3  # mm; CT and label map affines may differ by float32 rounding, not more
 KEYS = ("image", "anatomy")
+MIN_AXIS_VOXELS = 8  # fewer voxels along an axis is a slice or a stub, not a CT volume
+AIR_HU = (-1100.0, -900.0)  # where the 1st percentile (air) of a correctly rescaled CT lies
+AIR_HU_MARGIN = 150.0  # this far outside AIR_HU: a warning, not an error
+AIR_PERCENTILE, BODY_PERCENTILE = 1.0, 99.0
+BODY_MIN_HU = -500.0  # the 99th percentile of a CT with a body in it reads soft tissue or bone
+HU_SAMPLE = 1 << 20  # voxels the percentiles are taken on (evenly strided)
 _LUT_F32 = TOTALSEG_TO_ANATOMY.astype(np.float32)
+_WHAT = {"image": "CT volume", "anatomy": "label map"}
 
 
 def _filename(tensor: Any) -> str:
     meta = getattr(tensor, "meta", {})
     return str(meta.get("filename_or_obj", "<unknown file>"))
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def _check_shape(path: str, shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
+    """The 3-D shape of a volume whose stored shape is ``shape`` (trailing singleton axes dropped),
+    or a DataError naming the file when it is not a 3-D volume of at least MIN_AXIS_VOXELS a side."""
+    dims = tuple(int(n) for n in shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims = dims[:-1]
+    if len(dims) != 3 or min(dims) < MIN_AXIS_VOXELS:
+        raise DataError(
+            f"{path}: expected a 3-D {what}, got shape {tuple(int(n) for n in shape)} "
+            f"(at least {MIN_AXIS_VOXELS} voxels along each of 3 axes)"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def _check_affine(path: str, affine: np.ndarray) -> None:
+    """A DataError naming the file unless the voxel-to-world affine is finite and invertible."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        why = "non-finite entries"
+    elif np.linalg.cond(a[:3, :3]) > 1e8 or np.linalg.norm(a[:3, :3], axis=0).min() < 1e-6:
+        why = "singular: a voxel size of 0 or collinear axes"
+    else:
+        return
+    with np.printoptions(precision=4, suppress=True):
+        shown = one_line(np.array2string(a, separator=","))
+    raise DataError(
+        f"{path}: the header's voxel-to-world affine is not usable ({why}): {shown}; expected "
+        "finite voxel sizes > 0 (pixdim) and a valid qform/sform"
+    )
 
 
 class ScalingNibabelReader(NibabelReader):
@@ -75,12 +140,13 @@ class ScalingNibabelReader(NibabelReader):
 
 
 class SafeLoadImaged(MapTransform):
-    """Read NIfTI files with :class:`ScalingNibabelReader` into MetaTensors, naming the file when
-    one cannot be read.
+    """Read NIfTI files with :class:`ScalingNibabelReader` into MetaTensors, refusing (one line,
+    naming the file) what is not a finite 3-D volume with a usable affine.
 
     This is what MONAI's ``LoadImaged`` does with one reader, without its registry of every
     installed reader (which constructs, and warns about, DICOM and other readers it never uses).
-    The CT is read as float32, the label map in its stored integer type.
+    The shape is checked on the header, before any voxel is read. The CT is read as float32, the
+    label map in its stored integer type (bool as uint8).
     """
 
     def __init__(self, keys: Sequence[str] = KEYS) -> None:
@@ -88,17 +154,46 @@ class SafeLoadImaged(MapTransform):
         self.reader = ScalingNibabelReader()
         self.dtypes = dict(zip(keys, (np.float32, None), strict=False))
 
+    def _read(self, path: str, what: str) -> tuple[np.ndarray, dict]:
+        try:
+            image = self.reader.read(path)
+        except Exception as exc:  # nibabel, gzip and zlib errors of an unreadable file
+            raise DataError(f"{path} is not a readable NIfTI: {one_line(exc)}") from exc
+        shape = _check_shape(path, image.shape, what)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # nibabel scaling garbage headers
+                array, meta = self.reader.get_data(image)
+        except Exception as exc:
+            raise DataError(
+                f"{path} is not a readable NIfTI (corrupt or truncated voxel data): {one_line(exc)}"
+            ) from exc
+        return np.asarray(array).reshape(shape), meta
+
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            path = str(d[key])
-            try:
-                array, meta = self.reader.get_data(self.reader.read(path))
-            except Exception as exc:  # nibabel, gzip and zlib errors of an unreadable file
-                raise DataError(f"{path} is corrupt or truncated: {exc}") from exc
+            path, what = str(d[key]), _WHAT.get(key, "volume")
+            array, meta = self._read(path, what)
+            if array.dtype == np.bool_:
+                array = array.astype(np.uint8)
+            if array.dtype.kind not in "iuf":
+                raise DataError(
+                    f"{path}: voxel type {array.dtype} is not a real number type; expected an "
+                    f"integer or float {what}"
+                )
             if self.dtypes.get(key) is not None:
-                array = array.astype(self.dtypes[key], copy=False)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    array = array.astype(self.dtypes[key], copy=False)
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise DataError(
+                    f"{path}: {bad} of {array.size} voxels are not finite (NaN or inf, or beyond "
+                    f"float32); expected a finite {what}"
+                )
+            _check_affine(path, meta["affine"])
             meta[ImageMetaKey.FILENAME_OR_OBJ] = path
+            meta[ImageMetaKey.SPATIAL_SHAPE] = np.asarray(array.shape)
             d[key] = MetaTensor.ensure_torch_and_prune_meta(array, meta)
         return d
 
@@ -120,9 +215,10 @@ class CheckPaird(MapTransform):
         a, b = image.affine.numpy(), label.affine.numpy()
         if not np.allclose(a, b, rtol=0, atol=self.atol):
             with np.printoptions(precision=4, suppress=True):
-                raise DataError(
-                    f"{files} differ in affine (tolerance {self.atol} mm):\n{a}\nvs\n{b}"
-                )
+                shown = [one_line(np.array2string(m, separator=",")) for m in (a, b)]
+            raise DataError(
+                f"{files} differ in affine (tolerance {self.atol} mm): {shown[0]} vs {shown[1]}"
+            )
         label.affine = image.affine.clone()
         return data
 
@@ -168,7 +264,15 @@ class RescaleHUd(MapTransform):
             tensor = data[key]
             header = self.header_scaling(tensor)
             if header is None:
-                data[key] = tensor.mul_(slope).add_(intercept)
+                hu = tensor.double().mul_(slope).add_(intercept)
+                bad = int(hu.numel() - torch.isfinite(hu.to(torch.float32)).sum())
+                if bad:
+                    raise DataError(
+                        f"{_filename(tensor)}: RescaleSlope {slope} and RescaleIntercept "
+                        f"{intercept} of the metadata CSV give {bad} non-finite HU voxels; "
+                        "expected CT-sized values (slope about 1, intercept about -1024)"
+                    )
+                data[key] = tensor.copy_(hu)
             elif (slope, intercept) not in ((1.0, 0.0), header):
                 warnings.warn(
                     f"{_filename(tensor)}: the NIfTI header scaling {header} was applied by "
@@ -176,6 +280,76 @@ class RescaleHUd(MapTransform):
                     LayoutWarning,
                     stacklevel=2,
                 )
+        return data
+
+
+def hu_statistics(hu: np.ndarray) -> tuple[float, float]:
+    """(air, body): the 1st and 99th percentile HU of a volume, padding left out.
+
+    Voxels at the minimum are scanner padding when that minimum lies below ``AIR_HU[0]`` and
+    other voxels remain; percentiles are taken on at most ``HU_SAMPLE`` evenly strided voxels.
+    """
+    flat = np.asarray(hu, dtype=np.float32).reshape(-1)
+    flat = flat[:: max(1, flat.size // HU_SAMPLE)]
+    low = flat.min()
+    if low < AIR_HU[0]:
+        rest = flat[flat != low]
+        flat = rest if rest.size else flat
+    air, body = np.percentile(flat, [AIR_PERCENTILE, BODY_PERCENTILE])
+    return float(air), float(body)
+
+
+def hu_problem(air: float, body: float) -> tuple[str, str] | None:
+    """``("error" | "warning", cause)`` for a volume whose air/body HU look wrongly rescaled,
+    None when they look like a CT in HU."""
+    lo, hi = AIR_HU
+    too_low = (
+        "rescale applied twice or a wrong intercept (a CT-RATE `_fixed` volume is already HU: "
+        "keep it in its `<split>_fixed` folder so the CSV's RescaleIntercept is not applied)"
+    )
+    too_high = (
+        "missing RescaleIntercept: raw stored values, not HU (check the metadata CSV's "
+        "RescaleSlope/RescaleIntercept, and their sign)"
+    )
+    if air < lo - AIR_HU_MARGIN:
+        return "error", too_low
+    if air > hi + AIR_HU_MARGIN:
+        return "error", too_high if air > -200.0 else "wrong RescaleSlope or RescaleIntercept"
+    if body < BODY_MIN_HU:
+        return "error", too_low
+    if not lo <= air <= hi:
+        return (
+            "warning",
+            "marginal: a field of view inside the body or a noisy scan? check the rescale",
+        )
+    return None
+
+
+class CheckHUd(MapTransform):
+    """Refuse a CT whose air does not read about -1000 HU after the rescale (see the module
+    docstring): a DataError naming the volume and the likely cause, a warning when marginal."""
+
+    def __init__(self, keys: Sequence[str] = ("image",)) -> None:
+        super().__init__(keys)
+
+    def __call__(self, data: dict) -> dict:
+        for key in self.key_iterator(data):
+            tensor = data[key]
+            hu = tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
+            air, body = hu_statistics(hu.detach().cpu().numpy())
+            problem = hu_problem(air, body)
+            if problem is None:
+                continue
+            kind, cause = problem
+            message = (
+                f"{_filename(tensor)}: air (1st-percentile HU) reads {air:.0f} and the 99th "
+                f"percentile {body:.0f}, expected air in {AIR_HU[0]:.0f}..{AIR_HU[1]:.0f} and "
+                f"the 99th percentile above {BODY_MIN_HU:.0f}: {cause}"
+            )
+            if kind == "warning":
+                warnings.warn(message, LayoutWarning, stacklevel=2)
+            else:
+                raise DataError(f"{message}; hu_check=False loads it anyway")
         return data
 
 
@@ -190,15 +364,14 @@ class TotalSegToAnatomyd(MapTransform):
             tensor = data[key]
             name = _filename(tensor)
             arr = tensor.numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
-            if not np.issubdtype(arr.dtype, np.integer):
-                if not np.array_equal(arr, np.round(arr)):
-                    raise DataError(f"{name}: label map has non-integer values ({arr.dtype})")
-                arr = arr.astype(np.int64)
-            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+            if not np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, np.round(arr)):
+                raise DataError(f"{name}: label map has non-integer values ({arr.dtype})")
+            lo, hi = (arr.min().item(), arr.max().item()) if arr.size else (0, 0)
             if lo < 0 or hi > 255:
                 raise DataError(
-                    f"{name}: TotalSegmentator ids must lie in 0..255, found {lo}..{hi}"
+                    f"{name}: TotalSegmentator ids must lie in 0..255, found {lo:g}..{hi:g}"
                 )
+            arr = arr.astype(np.int64, copy=False)
             if hi > TOTALSEG_MAX_ID:
                 unknown = np.unique(arr[arr > TOTALSEG_MAX_ID]).tolist()
                 warnings.warn(
@@ -208,6 +381,14 @@ class TotalSegToAnatomyd(MapTransform):
                     stacklevel=2,
                 )
             mapped = _LUT_F32[arr]  # integer arrays index the lookup table directly
+            if not mapped.any():
+                found = "every voxel is 0" if hi == 0 else f"ids {np.unique(arr).tolist()[:12]}"
+                warnings.warn(
+                    f"{name}: no anatomy labelled ({found}): every anatomy will be absent; "
+                    "is this the TotalSegmentator `total` map?",
+                    LayoutWarning,
+                    stacklevel=2,
+                )
             data[key] = MetaTensor(torch.from_numpy(mapped), meta=dict(tensor.meta))
         return data
 
@@ -225,8 +406,16 @@ class ToPlaind(MapTransform):
         return {"image": image, "anatomy": anatomy}
 
 
-def build_pipeline(size: int = 64, hu_window: tuple[float, float] = (-1000.0, 1000.0)) -> Compose:
-    """The deterministic MONAI pipeline from file paths + metadata to ``image``/``anatomy``."""
+def build_pipeline(
+    size: int = 64,
+    hu_window: tuple[float, float] = (-1000.0, 1000.0),
+    hu_check: bool = True,
+) -> Compose:
+    """The deterministic MONAI pipeline from file paths + metadata to ``image``/``anatomy``.
+
+    ``hu_check`` runs :class:`CheckHUd` after the rescale (air must read about -1000 HU); turn it
+    off only for data that is not CT in HU on purpose.
+    """
     lo, hi = hu_window
     return Compose(
         [
@@ -235,6 +424,7 @@ def build_pipeline(size: int = 64, hu_window: tuple[float, float] = (-1000.0, 10
             CheckPaird(KEYS),
             MetadataSpacingd(KEYS),
             RescaleHUd(("image",)),
+            *([CheckHUd(("image",))] if hu_check else []),
             TotalSegToAnatomyd(("anatomy",)),
             Orientationd(KEYS, axcodes="RAS", labels=None),
             ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),

@@ -86,31 +86,36 @@ def test_hu_window_scaling_is_linear_and_clipped(tmp_path):
     ct = np.zeros((8, 8, 8), dtype=np.int16)
     ct[:, :, 0:2], ct[:, :, 2:4], ct[:, :, 4:6], ct[:, :, 6:8] = -1200, -500, 250, 1800
     seg = np.zeros_like(ct, dtype=np.uint8)
+    seg[2:6, 2:6, 2:6] = TS["liver"]
     root = write_layout(tmp_path, [FixtureVolume(ct=ct, seg=seg, affine=np.eye(4))])
-    image = CTReportDataset(root, size=8, hu_window=(-1000, 1000))[0]["image"][0]
+    # no air at -1000 HU in this test pattern: the HU sanity check is off
+    image = CTReportDataset(root, size=8, hu_window=(-1000, 1000), hu_check=False)[0]["image"][0]
     np.testing.assert_allclose(image[0, 0, :].numpy(), [0, 0, 0.25, 0.25, 0.625, 0.625, 1, 1])
-    image = CTReportDataset(root, size=8, hu_window=(-500, 500))[0]["image"][0]
+    image = CTReportDataset(root, size=8, hu_window=(-500, 500), hu_check=False)[0]["image"][0]
     np.testing.assert_allclose(image[0, 0, :].numpy(), [0, 0, 0, 0, 0.75, 0.75, 1, 1])
 
 
 @pytest.mark.parametrize("slope,intercept", [(1.0, -8192.0), (1.0, -1024.0), (2.0, -2048.0)])
 def test_csv_rescale_gives_hu(tmp_path, slope, intercept):
-    hu = np.array([-1000.0, -200.0, 0.0, 400.0])
-    raw = np.broadcast_to(((hu - intercept) / slope)[None, None, :], (4, 4, 4)).astype(np.int16)
+    hu = np.tile([-1000.0, -200.0, 0.0, 400.0], 2)
+    raw = np.broadcast_to(((hu - intercept) / slope)[None, None, :], (8, 8, 8)).astype(np.int16)
     seg = np.zeros(raw.shape, dtype=np.uint8)
+    seg[2:6, 2:6, 2:6] = TS["liver"]
     vol = FixtureVolume(ct=raw, seg=seg, affine=np.eye(4), slope=slope, intercept=intercept)
     root = write_layout(tmp_path, [vol])
-    image = CTReportDataset(root, size=4)[0]["image"][0]
+    image = CTReportDataset(root, size=8)[0]["image"][0]
     np.testing.assert_allclose(image[1, 2].numpy(), (hu + 1000) / 2000, atol=1e-6)
 
 
 @pytest.mark.parametrize("csv_scaling", [(1.0, -8192.0), (1.0, 0.0)])
 def test_header_scaling_is_not_applied_twice(tmp_path, csv_scaling):
-    hu = np.array([-1000.0, -200.0, 0.0, 400.0])
-    raw = np.broadcast_to((hu + 8192)[None, None, :], (4, 4, 4)).astype(np.int16)
+    hu = np.tile([-1000.0, -200.0, 0.0, 400.0], 2)
+    raw = np.broadcast_to((hu + 8192)[None, None, :], (8, 8, 8)).astype(np.int16)
+    seg = np.zeros(raw.shape, np.uint8)
+    seg[2:6, 2:6, 2:6] = TS["liver"]  # an anatomy, so the map itself raises no warning
     vol = FixtureVolume(
         ct=raw,
-        seg=np.zeros(raw.shape, np.uint8),
+        seg=seg,
         affine=np.eye(4),
         header_scaling=(1.0, -8192.0),
         slope=csv_scaling[0],
@@ -119,23 +124,27 @@ def test_header_scaling_is_not_applied_twice(tmp_path, csv_scaling):
     root = write_layout(tmp_path, [vol])
     with warnings.catch_warnings():
         warnings.simplefilter("error", LayoutWarning)
-        image = CTReportDataset(root, size=4)[0]["image"][0]
+        image = CTReportDataset(root, size=8)[0]["image"][0]
     np.testing.assert_allclose(image[0, 0].numpy(), (hu + 1000) / 2000, atol=1e-6)
 
 
 def test_header_scaling_disagreeing_with_csv_wins_with_warning(tmp_path):
-    raw = np.full((4, 4, 4), 8192, dtype=np.int16)  # 0 HU with the header's intercept
+    raw = np.full((8, 8, 8), 8192, dtype=np.int16)  # 0 HU with the header's intercept ...
+    raw[:, :, :4] = 8192 - 1000  # ... and air
+    seg = np.zeros(raw.shape, np.uint8)
+    seg[2:6, 2:6, 2:6] = TS["liver"]
     vol = FixtureVolume(
         ct=raw,
-        seg=np.zeros(raw.shape, np.uint8),
+        seg=seg,
         affine=np.eye(4),
         header_scaling=(1.0, -8192.0),
         intercept=-1024.0,
     )
     root = write_layout(tmp_path, [vol])
     with pytest.warns(LayoutWarning, match=r"train_1_a_1\.nii\.gz.*header scaling"):
-        image = CTReportDataset(root, size=4)[0]["image"]
-    np.testing.assert_allclose(image.numpy(), 0.5, atol=1e-6)
+        image = CTReportDataset(root, size=8)[0]["image"][0]
+    np.testing.assert_allclose(image[:, :, 4:].numpy(), 0.5, atol=1e-6)
+    np.testing.assert_allclose(image[:, :, :4].numpy(), 0.0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -182,7 +191,7 @@ def test_nearest_neighbour_resize_invents_no_labels(tmp_path, size):
     seg[:, :, 4:8] = TS["lung"]  # anatomy 1
     seg[:, :, 8:13] = 3  # kidney_left -> anatomy 8
     seg[rng.random(shape) < 0.05] = TS["aorta"]
-    ct = np.zeros(shape, np.int16)
+    ct = np.where(seg == TS["lung"], -1000, 40).astype(np.int16)  # air in the lung stripe
     root = write_layout(tmp_path, [FixtureVolume(ct=ct, seg=seg)])
     out = _item_ids(CTReportDataset(root, size=size)[0])
     allowed = set(TOTALSEG_TO_ANATOMY[np.unique(seg)].tolist())
@@ -291,7 +300,7 @@ def test_corrupt_file_is_named(tmp_path, which, damage):
     else:
         path.write_bytes(gzip.compress(b"not a nifti file" * 10))
     ds = CTReportDataset(root, size=8)
-    with pytest.raises(DataError, match="is corrupt or truncated") as info:
+    with pytest.raises(DataError, match="is not a readable NIfTI") as info:
         ds[0]
     assert str(path) in str(info.value)
 
