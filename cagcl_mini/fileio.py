@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -147,6 +148,44 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def remove_stale_temporaries(folder: str | Path, suffix: str = TMP_SUFFIX) -> list[Path]:
+    """Delete the hidden ``.<name>.<random><suffix>`` files :func:`atomic_path` leaves in
+    ``folder`` when its process is killed mid-write; the removed paths.
+
+    Call it only while no other process writes into ``folder`` (under its :func:`folder_lock`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{suffix}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def reimporting_main_script() -> bool:
+    """Whether this process is a spawn / forkserver child importing its parent's main script.
+
+    Such a child runs the script's top-level code again (as ``__mp_main__``); a script that calls
+    a library function there without ``if __name__ == "__main__":`` would make every worker
+    repeat the parent's work and wait for the locks the parent holds."""
+    if multiprocessing.parent_process() is None:
+        return False
+    importing = sys.modules.get("__mp_main__")
+    return importing is not None and sys.modules.get("__main__") is not importing
+
+
+def refuse_in_reimported_main(what: str) -> None:
+    """Raise a RuntimeError with the guard advice when :func:`reimporting_main_script`."""
+    if reimporting_main_script():
+        script = getattr(sys.modules.get("__mp_main__"), "__file__", None) or "the main script"
+        raise RuntimeError(
+            f"{what} was called while a worker process imported {script}: put the script's "
+            'top-level code under `if __name__ == "__main__":` (worker processes import the '
+            "script that started them)"
+        )
+
+
 class LockTimeout(TimeoutError):
     """A folder lock stayed held by another process for longer than the caller would wait."""
 
@@ -164,8 +203,12 @@ def folder_lock(
     The lock file names its holder's pid. A waiter says so through ``notify`` (default: a line on
     stderr) after ``notify_after`` seconds, naming the lock and the holder, and gives up with
     :class:`LockTimeout` after ``timeout`` seconds: nothing waits without a word or for ever. The
-    kernel releases a flock when its holder dies, so a killed process never leaves it held.
+    kernel releases a flock when its holder dies, so a killed process never leaves it held (the
+    lock file stays, empty or naming a dead pid, and blocks no one). Called from a worker process
+    that is importing its parent's main script, it raises a RuntimeError with the
+    ``if __name__ == "__main__":`` advice instead of waiting for the lock its parent holds.
     """
+    refuse_in_reimported_main(f"folder_lock({target})")
     if fcntl is None:  # pragma: no cover
         yield
         return

@@ -1,11 +1,20 @@
 """``cagcl-mini train``: pretrain a preset or a YAML config (``torchrun -m cagcl_mini train`` for
-several processes)."""
+several processes).
+
+An ``--out`` that already holds a run (checkpoints or a log) is refused unless ``--resume``
+continues it or ``--overwrite`` starts again (the old run is kept in ``OUT/.previous-run`` until
+the new one has written its first checkpoint). Ctrl-C or SIGTERM stops after the current step:
+its checkpoint is written and the command to resume is printed (exit status 130 / 143). The
+config is checked field by field when it is read, so ``--print-config`` reports a bad value too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -20,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", default="cpu-quick", help=f"a preset ({', '.join(PRESETS)}) or a YAML file"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an --out that holds another run (it is deleted once "
+                        "the new run writes its first checkpoint)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: cache)")
     parser.add_argument("--data", type=Path, default=None, help="CT-RATE-layout dataset root")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
@@ -36,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ``TrainConfig`` named by ``--config`` with the command line's overrides applied."""
-    from cagcl_mini.train.config import resolve_config  # heavy: torch and MONAI (cli docstring)
+    from cagcl_mini.train.config import TrainConfig, resolve_config  # heavy: torch, MONAI
 
     config = resolve_config(args.config)
     changes = {
@@ -51,19 +63,38 @@ def config_from_args(args: argparse.Namespace):
     if args.no_progress:
         changes["progress"] = False
     if changes:
-        config = config.replace(**changes)
+        config = TrainConfig.from_dict({**config.to_dict(), **changes}, source="command line")
     return config.with_overrides(args.set) if args.set else config
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run of ``argv`` (train's arguments)."""
+    kept = [a for a in argv if a not in ("--overwrite", "--resume")]
+    return shlex.join(["cagcl-mini", *kept, "--resume"])
 
 
 def run(args: argparse.Namespace) -> int:
     from cagcl_mini.train import distributed  # heavy: torch and MONAI (cli docstring)
-    from cagcl_mini.train.loop import fit
+    from cagcl_mini.train.loop import TrainingInterrupted, fit
 
     config = config_from_args(args)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    result = fit(config, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume continues the run in --out and --overwrite replaces it: pick one"
+        )
+    try:
+        result = fit(config, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        argv = getattr(args, "argv", None) or ["train", *sys.argv[2:]]
+        print(
+            f"{stop}; resume with: {resume_command(argv)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + stop.signum
     if not distributed.launched_by_torchrun() or os.environ.get("RANK") == "0":
         summary = {"checkpoint": str(result.checkpoint), "log": str(result.log), **result.metrics}
         print(json.dumps(summary))
