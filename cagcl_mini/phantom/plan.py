@@ -17,6 +17,7 @@ import numpy as np
 
 from cagcl_mini import layout
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMIES
+from cagcl_mini.phantom.finding_masks import FINDING_MASK_LABELS
 from cagcl_mini.phantom.findings import DIFFICULTIES, TUTORIAL, FindingSpec
 from cagcl_mini.phantom.io import fmt_float
 from cagcl_mini.phantom.render import (
@@ -25,6 +26,7 @@ from cagcl_mini.phantom.render import (
     affine_for,
     body_for,
     child,
+    render_volume,
     spec_for,
 )
 from cagcl_mini.phantom.reports import (
@@ -37,7 +39,10 @@ from cagcl_mini.phantom.reports import (
 from cagcl_mini.phantom.sites import SITES
 from cagcl_mini.phantom.sites import site as get_site
 
-PHANTOM_VERSION = 3  # bump whenever the bytes a seed produces change
+PHANTOM_VERSION = 4  # bump whenever the bytes a seed produces change
+STREAM_CITATIONS = 7  # which findings the report cites by slice (render.py's streams are 0-6)
+P_CITE = 0.4  # a masked finding's sentence cites its slice, "(series 2, image N)"
+CITED_SERIES = 2  # the series number the citations name (CT-RATE's axial series)
 METADATA_COLUMNS = (
     "VolumeName", "Manufacturer", "ManufacturerModelName", "PatientSex", "PatientAge", "Rows",
     "Columns", "NumberofSlices", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept",
@@ -123,6 +128,8 @@ class CasePlan:
     findings: tuple[FindingSpec, ...]
     report: dict[str, str]
     metadata: dict[str, str]
+    # finding name -> the 1-based stored slice ("image N") its report sentence cites
+    citations: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -171,6 +178,32 @@ def choose_findings(rng: np.random.Generator) -> list[str]:
     return [name for name in ALL_LABELS if name in chosen]
 
 
+def choose_citations(specs: list[FindingSpec], rng: np.random.Generator) -> list[str]:
+    """Which findings of a volume the report cites by slice: each masked finding (the kinds
+    :data:`~cagcl_mini.phantom.finding_masks.FINDING_MASK_LABELS` outlines) with ``P_CITE``.
+    One draw per masked kind, present or not, so the choice never shifts with the findings."""
+    present = {s.name for s in specs}
+    return [name for name in FINDING_MASK_LABELS if rng.random() < P_CITE and name in present]
+
+
+def cited_slices(
+    ss: np.random.SeedSequence, size: int, specs: list[FindingSpec], site: str, names: list[str]
+) -> dict[str, int]:
+    """Finding name -> the slice its citation names: ``N`` = 1 + the index along the stored
+    volume's axis 2 (RAS+: image 1 is the most inferior slice, as the metadata's
+    ``ImagePositionPatient`` is) of the finding's centre, the median slice of its mask's voxels
+    (a slice the finding is in). Renders the volume exactly as the builder will (same seed,
+    findings and site); a finding with no voxel in the stored mask (painted over) is not cited.
+    """
+    vol = render_volume(ss, size, specs, site=site, finding_masks=True)
+    out = {}
+    for name in names:
+        z = np.sort(np.nonzero(vol.finding_map == FINDING_MASK_LABELS[name])[2])
+        if z.size:
+            out[name] = int(z[(z.size - 1) // 2]) + 1
+    return out
+
+
 def plan_case(
     seed: int,
     split: str,
@@ -179,7 +212,12 @@ def plan_case(
     difficulty: str = "tutorial",
     site: str = "A",
 ) -> CasePlan:
-    """Plan one volume: patient, findings, rescale intercept, report and metadata rows."""
+    """Plan one volume: patient, findings, rescale intercept, report and metadata rows.
+
+    Some findings' sentences cite their slice (:func:`choose_citations`, its own random stream,
+    so the rest of the report and the voxels are what they were without citations); only then is
+    the volume rendered here, to find the slice (:func:`cited_slices`).
+    """
     where = get_site(site)
     ss = case_seed(seed, split, pid, site)
     rng = child(ss, STREAM_PLAN)
@@ -189,11 +227,19 @@ def plan_case(
     name = layout.volume_name(split, pid)
     sx, sy, sz = body.spacing
     sz *= where.slice_factor
+    cited = choose_citations(specs, child(ss, STREAM_CITATIONS))
+    citations = (
+        cited_slices(ss, size, specs, site, cited)
+        if cited and not where.labels_only_reports
+        else {}
+    )
     report = {
         "VolumeName": name,
         "ClinicalInformation_EN": clinical_text(rng),
         "Technique_EN": technique_text(body.contrast, sz),
-        "Findings_EN": findings_text(specs, rng, child(ss, STREAM_NEGATIVES)),
+        "Findings_EN": findings_text(
+            specs, rng, child(ss, STREAM_NEGATIVES), citations, CITED_SERIES
+        ),
         "Impressions_EN": impression_text(specs),
     }
     if where.labels_only_reports:
@@ -218,5 +264,6 @@ def plan_case(
         "ImageOrientationPatient": "[-1, 0, 0, 0, -1, 0]",
     }
     return CasePlan(
-        split, pid, int(seed), size, difficulty, site, intercept, tuple(specs), report, metadata
-    )
+        split, pid, int(seed), size, difficulty, site, intercept, tuple(specs), report, metadata,
+        citations,
+    )  # fmt: skip

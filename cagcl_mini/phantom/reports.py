@@ -5,10 +5,14 @@ Findings are written only from the catalog's phrasings (so the report splitter i
 phrasings (never omitted), an anatomy with findings may add a normal sentence that does not
 contradict them, a normal anatomy gets one or two normal sentences or is left out (implicitly
 normal). Anatomies come in a radiologist's order that is sometimes perturbed and sometimes fully
-shuffled; sentences within an anatomy are shuffled.
+shuffled; sentences within an anatomy are shuffled. Some findings' sentences end by citing the
+slice the finding is in, as radiologists do: "... in the left lung (series 2, image 37)."
+(:func:`cite`); the citation draws nothing, so the rest of the report is the same with or without.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -61,12 +65,33 @@ def anatomy_order(rng: np.random.Generator) -> list[str]:
     return order
 
 
+def citation_text(image: int, series: int = 2) -> str:
+    """A slice citation as radiologists write it: ``"(series 2, image 37)"``."""
+    return f"(series {int(series)}, image {int(image)})"
+
+
+def cite(sentence: str, image: int, series: int = 2) -> str:
+    """``sentence`` with its slice citation before the final period (or at its end)."""
+    ref = citation_text(image, series)
+    return f"{sentence[:-1]} {ref}." if sentence.endswith(".") else f"{sentence} {ref}"
+
+
 def anatomy_sentences(
-    anatomy: Anatomy, specs: list[FindingSpec], rng: np.random.Generator
+    anatomy: Anatomy,
+    specs: list[FindingSpec],
+    rng: np.random.Generator,
+    citations: Mapping[str, int] | None = None,
+    series: int = 2,
 ) -> list[str]:
-    """Sentences about one anatomy: one per finding, plus or instead normal ones."""
+    """Sentences about one anatomy: one per finding, plus or instead normal ones; a finding in
+    ``citations`` (name -> image number) cites its slice (:func:`cite`)."""
     present = {s.name for s in specs}
+    cited = citations or {}
     sentences = [s.fill(_choice(rng, ABNORMALITY_BY_NAME[s.name].phrasings)) for s in specs]
+    sentences = [
+        cite(text, cited[s.name], series) if s.name in cited else text
+        for s, text in zip(specs, sentences, strict=True)
+    ]
     normals = compatible_normals(anatomy, present)
     if specs:
         if normals and rng.random() < P_NORMAL_WITH_FINDINGS:
@@ -89,18 +114,23 @@ def pertinent_negative(anatomy: Anatomy, present: set[str], rng: np.random.Gener
 
 
 def findings_text(
-    specs: list[FindingSpec], rng: np.random.Generator, negatives: np.random.Generator | None = None
+    specs: list[FindingSpec],
+    rng: np.random.Generator,
+    negatives: np.random.Generator | None = None,
+    citations: Mapping[str, int] | None = None,
+    series: int = 2,
 ) -> str:
     """Findings_EN: catalog sentences of all anatomies, joined by single spaces.
 
     ``negatives`` (its own random stream, so the other draws stay put) adds pertinent negatives
-    to the anatomies the report mentions (:func:`pertinent_negative`).
+    to the anatomies the report mentions (:func:`pertinent_negative`). ``citations`` (finding
+    name -> image number in ``series``) makes those findings' sentences cite their slice.
     """
     by_anatomy = {a.name: a for a in ANATOMIES}
     sentences: list[str] = []
     for name in anatomy_order(rng):
         mine = [s for s in specs if ABNORMALITY_BY_NAME[s.name].anatomy == name]
-        said = anatomy_sentences(by_anatomy[name], mine, rng)
+        said = anatomy_sentences(by_anatomy[name], mine, rng, citations, series)
         negative = None
         if said and negatives is not None:
             negative = pertinent_negative(by_anatomy[name], {s.name for s in mine}, negatives)

@@ -1,7 +1,9 @@
 """Report text -> one description per catalog anatomy.
 
 A CT report is free text; the losses need one description per catalog anatomy. The pipeline is
-rule based (no model, no network) and never rewrites text:
+rule based (no model, no network) and never rewrites text, except that :func:`split_report`
+first removes slice citations ("(series 2, image 37)", :func:`cagcl_mini.text.citations.strip_citations`):
+they locate a finding in the scan, they do not describe it, so the contrastive losses never see them.
 
 1. :func:`split_sentences` cuts the text into sentences, verbatim (only stripped). It splits after
    ``.``/``!``/``?`` followed by a space, a capital or a digit (CT-RATE glues impression and
@@ -35,6 +37,7 @@ import warnings
 from collections.abc import Iterable
 
 from cagcl_mini.anatomy import ANATOMIES, ANATOMY_NAMES
+from cagcl_mini.text.citation_patterns import strip_citations
 
 _I = re.IGNORECASE
 
@@ -475,9 +478,11 @@ def split_report(text: str) -> dict[str, str]:
     (:func:`sentence_spans`), consecutive clauses of one anatomy are kept as the one verbatim
     stretch they form, and a warning (:data:`UNPUNCTUATED_WARNING`) says it was split
     heuristically. An empty report gives every anatomy its normal sentence and a warning.
+    Slice citations are stripped first (:func:`~cagcl_mini.text.citations.strip_citations`).
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be a str, got {type(text).__name__}")
+    text = strip_citations(text)
     spans = sentence_spans(text)
     if not spans:
         warnings.warn("empty report: every anatomy gets its catalog normal sentence", stacklevel=2)

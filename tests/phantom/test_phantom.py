@@ -43,6 +43,7 @@ from cagcl_mini.phantom.build import (
 from cagcl_mini.phantom.plan import INTERCEPTS, PhantomSpec, plan_case
 from cagcl_mini.phantom.render import body_for, render_volume, spec_for
 from cagcl_mini.phantom.reports import NORMAL_IMPRESSION, compatible_normals
+from cagcl_mini.text.citations import strip_citations
 from cagcl_mini.text.findings import is_abnormal
 from cagcl_mini.text.reports import split_report
 
@@ -294,7 +295,7 @@ def test_report_sentences_follow_the_catalog():
     seen_orders, omitted, normal = set(), 0, 0
     for pid in range(1, 201):
         plan = plan_case(1, "train", pid, 64)
-        text = plan.report["Findings_EN"]
+        text = strip_citations(plan.report["Findings_EN"])  # citations: tests/phantom/test_citations
         names = {f.name for f in plan.findings}
         for f in plan.findings:  # every finding has one of its phrasings, filled in
             ab = ABNORMALITY_BY_NAME[f.name]
