@@ -23,7 +23,6 @@ and key, exit status 2. The file's prompts are copied into ``meta.prompt_familie
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,15 @@ def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
     splits = [args.split] + ([] if args.no_honest or args.split == "train" else ["train"])
     out = []
     for split in splits:
-        ds = dataset_for(config, split, root=args.data, image_size=args.image_size)
+        try:
+            ds = dataset_for(config, split, root=args.data, image_size=args.image_size)
+        except FileNotFoundError:
+            if split == args.split:
+                raise
+            root = args.data if args.data is not None else config.data_root
+            raise FileNotFoundError(
+                f"no train split in {root}: pass --no-honest to calibrate on the evaluated split"
+            ) from None
         if args.limit is not None:
             ds = Subset(ds, range(min(args.limit, len(ds))))
         out.append(ds)
@@ -120,22 +127,15 @@ def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation; returns the exit status (2 for a missing or unreadable input)."""
-    try:
-        family, families, from_file = _prompt_families(args)
-    except (OSError, ValueError) as exc:
-        print(f"cagcl-mini evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    """Run the evaluation; the exit status. A missing or unreadable input raises, and
+    :func:`cagcl_mini.cli.main.main` prints it as one line (exit status 2)."""
+    family, families, from_file = _prompt_families(args)
 
     from cagcl_mini.evaluation.evaluate import evaluate_model, format_report  # heavy (see above)
     from cagcl_mini.fileio import write_json
 
-    try:
-        model, config = _load(args)
-        valid, train = _datasets(args, config)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"cagcl-mini evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    model, config = _load(args)
+    valid, train = _datasets(args, config)
     if args.device is not None:
         model.to(args.device)
     results = evaluate_model(

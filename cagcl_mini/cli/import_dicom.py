@@ -41,15 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Import the series; returns the exit status (2 for a bad input or a refused overwrite)."""
-    try:
-        result = import_series(
-            args.series_dir, args.out, split=args.split, pid=args.pid, seg=args.seg,
-            report=args.report, overwrite=args.overwrite,
-        )  # fmt: skip
-    except (OSError, ValueError) as exc:  # DataError is a ValueError; FileExistsError an OSError
-        print(f"cagcl-mini import-dicom: error: {exc}", file=sys.stderr)
-        return 2
+    """Import the series; the exit status. A bad input or a refused overwrite raises (DataError,
+    FileExistsError...), printed as one line by :func:`cagcl_mini.cli.main.main` (status 2)."""
+    result = import_series(
+        args.series_dir, args.out, split=args.split, pid=args.pid, seg=args.seg,
+        report=args.report, overwrite=args.overwrite,
+    )  # fmt: skip
     if result.written:
         print(f"imported {args.series_dir} as {result.name}: {result.ct}")
         if result.mask is not None:

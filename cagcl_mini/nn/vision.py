@@ -9,8 +9,9 @@ any global pooling. Two families:
 - ``"resnet10"`` / ``"resnet18"`` / ``"resnet34"`` / ``"resnet50"``: the trunk of MONAI's 3D
   ``ResNetFeatures`` (MedicalNet layout) for a GPU. By default the trunk stops after ``layer3``
   (output stride 16: 128^3 -> 8^3) because stride 32 leaves small anatomies (esophagus, trachea)
-  almost no feature voxels; ``stage=4`` keeps ``layer4``. ``pretrained=True`` asks MONAI for the
-  MedicalNet weights, which needs the network once.
+  almost no feature voxels; ``stage=4`` keeps ``layer4``. Nothing is downloaded: MedicalNet
+  weights load from a local file, ``pretrained_path`` (``model.vision_kwargs.pretrained_path`` in
+  a training config); ``pretrained=True`` is an error that says where to get the file.
 
 Every encoder exposes ``.out_channels`` and ``.output_stride``.
 """
@@ -18,7 +19,9 @@ Every encoder exposes ``.out_channels`` and ``.output_stride``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
@@ -146,6 +149,7 @@ class ResNetTrunk(nn.Module):
         in_channels: int = 1,
         stage: int = 3,
         pretrained: bool = False,
+        pretrained_path: str | Path | None = None,
     ) -> None:
         super().__init__()
         if stage not in (1, 2, 3, 4):
@@ -154,9 +158,11 @@ class ResNetTrunk(nn.Module):
             raise ValueError(
                 f"unknown ResNet {model_name!r}; MONAI provides {', '.join(resnet_params)}"
             )
-        net = ResNetFeatures(
-            model_name, pretrained=pretrained, spatial_dims=3, in_channels=in_channels
-        )
+        if pretrained:
+            raise ValueError(medicalnet_advice(model_name))
+        net = ResNetFeatures(model_name, pretrained=False, spatial_dims=3, in_channels=in_channels)
+        if pretrained_path is not None:
+            load_trunk_weights(net, pretrained_path)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
         self.stages = nn.Sequential(*[getattr(net, f"layer{i}") for i in range(1, stage + 1)])
         last_block = self.stages[-1][-1]
@@ -167,6 +173,51 @@ class ResNetTrunk(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W, D) -> (B, out_channels, H/stride, W/stride, D/stride)."""
         return self.stages(self.stem(image))
+
+
+MEDICALNET_REPO = "TencentMedicalNet/MedicalNet-Resnet{depth}"  # what MONAI downloads from
+MEDICALNET_FILE = "resnet_{depth}.pth"  # (or resnet_{depth}_23dataset.pth: the same layout)
+
+
+def medicalnet_advice(model_name: str) -> str:
+    """One line: cagcl-mini downloads nothing; where the MedicalNet weights are and how to use
+    them (MONAI's own download needs a huggingface_hub API that newer releases removed)."""
+    depth = re.sub(r"\D", "", model_name) or "18"
+    repo, name = MEDICALNET_REPO.format(depth=depth), MEDICALNET_FILE.format(depth=depth)
+    return (
+        f"pretrained=True would download MedicalNet weights and cagcl-mini downloads nothing: get "
+        f"{name} from https://huggingface.co/{repo} yourself (`huggingface-cli download {repo} "
+        f"{name} --local-dir DIR`), then set model.vision_kwargs.pretrained_path to DIR/{name}"
+    )
+
+
+def load_trunk_weights(net: nn.Module, path: str | Path) -> None:
+    """Load a local MedicalNet / MONAI ``ResNetFeatures`` state dict into ``net``
+    (``weights_only``; a ``{"state_dict": ...}`` wrapper and DataParallel's ``module.`` prefixes
+    are accepted). Errors are one line naming the file and the first key at fault."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained_path {path} does not exist (a ResNet state-dict file)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip errors: a damaged or foreign file
+        raise ValueError(f"{path} is not a readable state-dict file: {exc}") from None
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: expected a state dict (name -> tensor), got {type(data).__name__}"
+        )
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    own = net.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise ValueError(f"{path}: no weights for {key} (is it a {type(net).__name__} file?)")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(state[key].shape)} in the file but "
+                f"{tuple(value.shape)} in the network"
+            )
+    net.load_state_dict({k: state[k] for k in own})
 
 
 # HU windows a radiologist reads a chest CT in: wide, mediastinum (soft tissue), lung
@@ -187,7 +238,7 @@ def build_vision_encoder(name: str = "tiny", **kwargs) -> nn.Module:
     """Build a vision encoder by name ("tiny", "resnet18", ...); ``kwargs`` override its settings.
 
     "tiny" takes the ``TinyEncoder`` arguments, the ResNets take ``in_channels``, ``stage`` and
-    ``pretrained``. The module maps (B,1,H,W,D) to (B,C,h,w,d) and has ``.out_channels``.
+    ``pretrained_path`` (a local MedicalNet file). The module maps (B,1,H,W,D) to (B,C,h,w,d) and has ``.out_channels``.
     """
     if name in TINY_PRESETS:
         return TinyEncoder(**{**TINY_PRESETS[name], **kwargs})

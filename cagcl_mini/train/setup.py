@@ -152,9 +152,29 @@ def dataset_for(
 def load_model(
     checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AnatomyCLIP, TrainConfig]:
-    """Rebuild the trained model of a checkpoint (``weights_only=True``), in eval mode."""
+    """Rebuild the trained model of a checkpoint (``weights_only=True``), in eval mode.
+
+    A checkpoint whose config disagrees with its weights (its config edited by hand, say) is a
+    one-line ValueError naming the file and the first parameter whose shapes differ."""
     state = ckpt.load_checkpoint(checkpoint_path)
     config = TrainConfig.from_dict(state["config"], source=str(checkpoint_path))
     model = model_for(config)
-    model.load_checkpoint_state_dict(state["model"])
+    check_shapes(model.state_dict(), state["model"], str(checkpoint_path))
+    try:
+        model.load_checkpoint_state_dict(state["model"])
+    except KeyError as exc:
+        raise ValueError(f"{checkpoint_path}: {exc.args[0]} (was its config edited?)") from None
     return model.to(device).eval(), config
+
+
+def check_shapes(expected: dict[str, Any], stored: dict[str, Any], source: str) -> None:
+    """Raise a ValueError naming ``source`` and the first tensor of ``stored`` whose shape differs
+    from ``expected``'s (what the config builds), with both shapes."""
+    for key, value in stored.items():
+        want = expected.get(key)
+        if want is not None and tuple(want.shape) != tuple(value.shape):
+            raise ValueError(
+                f"{source}: its config does not match its weights: {key} has shape "
+                f"{tuple(value.shape)} in the file but {tuple(want.shape)} in the model the config "
+                "builds (was the config edited?)"
+            )
