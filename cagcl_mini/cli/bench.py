@@ -59,6 +59,18 @@ def _probe(args: argparse.Namespace) -> dict:
     return probe.benchmark(steps=args.steps, seed=args.seed, difficulty=args.difficulty)
 
 
+def _retrieval(args: argparse.Namespace) -> dict:
+    from cagcl_mini.train.config import resolve_config
+
+    config = resolve_config(args.config)  # a bad --config fails before the heavy imports
+    from cagcl_mini.bench import retrieval  # heavy (cli docstring)
+
+    return retrieval.benchmark(
+        config, steps=args.steps, seed=args.seed, k_vote=args.k_vote,
+        n_bootstrap=args.bootstrap,
+    )  # fmt: skip
+
+
 # name: (help, function, the options it takes beyond --json)
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str, ...]]] = {
     "data": ("embedded dataset generation speed", _data, ("repeats", "out")),
@@ -74,6 +86,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
         "zero-shot AUC next to its supervised bounds",
         _probe,
         ("steps", "seed", "difficulty"),
+    ),
+    "retrieval": (
+        "volume-report retrieval and report generation",
+        _retrieval,
+        ("config", "steps", "seed", "k_vote", "bootstrap"),
     ),
 }
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -103,6 +120,18 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "default": None,
             "help": "phantom difficulty (default: tutorial)",
         },
+    ),
+    "config": (
+        ("--config",),
+        {"default": "cpu-quick", "help": "a preset name or a YAML file (default: cpu-quick)"},
+    ),
+    "k_vote": (
+        ("--k-vote",),
+        {"type": int, "default": 1, "help": "nearest descriptions voting normal/abnormal"},
+    ),
+    "bootstrap": (
+        ("--bootstrap",),
+        {"type": int, "default": 1000, "help": "bootstrap replicates of the 95%% intervals"},
     ),
     "out": (
         ("--out",),
