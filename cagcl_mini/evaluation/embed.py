@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from cagcl_mini.anatomy import ALL_LABELS
 from cagcl_mini.data.dataset import collate
+from cagcl_mini.progress import progress_bar
 
 
 @dataclass
@@ -72,7 +72,7 @@ def embed_dataset(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
     if progress:
-        loader = tqdm(loader, desc="embedding", leave=False)
+        loader = progress_bar(loader, desc="embedding", leave=False)
     parts: dict[str, list] = {k: [] for k in ("v", "present", "t", "labels", "abnormal")}
     ids: list[str] = []
     texts: list[list[str]] = []

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
-from tqdm.auto import tqdm
 
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES
 from cagcl_mini.data.dataset import collate
@@ -43,6 +42,7 @@ from cagcl_mini.losses.targets import catalog_label_anatomy
 from cagcl_mini.nn.model import ModelConfig, image_and_anatomy
 from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
 from cagcl_mini.nn.vision import build_vision_encoder
+from cagcl_mini.progress import progress_bar
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.setup import dataset_for, lr_factor
 
@@ -210,7 +210,7 @@ def supervised_probe(
         generator=torch.Generator().manual_seed(seed),
     )
     start, step, losses = time.perf_counter(), 0, []
-    bar = tqdm(total=steps, desc="supervised probe", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc="supervised probe", disable=not progress, leave=False)
     probe.train()
     while step < steps:
         for batch in loader:

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cagcl_mini import layout, paths
 from cagcl_mini.anatomy import ALL_LABELS
@@ -47,6 +46,7 @@ from cagcl_mini.phantom.finding_masks import finding_mask_file, write_label_tabl
 from cagcl_mini.phantom.io import csv_bytes, nifti_gz_bytes
 from cagcl_mini.phantom.plan import METADATA_COLUMNS, CasePlan, PhantomSpec, plan_case
 from cagcl_mini.phantom.render import RenderedVolume, render_volume
+from cagcl_mini.progress import progress_bar
 
 MANIFEST = "dataset.json"
 WORKER_ENV = "CAGCL_MINI_PHANTOM_PARENT"  # set while worker processes run: the builder's pid
@@ -203,7 +203,7 @@ def _render_all(
 ) -> list[dict[str, Any]]:
     records = []
     jobs = [(plan, str(partial)) for plan in todo]
-    bar = tqdm(total=len(jobs), desc="phantom volumes", unit="vol", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="phantom volumes", unit="vol", disable=not progress)
 
     def done(record: dict[str, Any]) -> None:
         atomic_write_bytes(

@@ -1,7 +1,8 @@
 """Run the tutorial notebooks in order with papermill, into a run folder.
 
 Each notebook is executed with kernel ``python3`` and ``notebooks/`` as working directory; the
-executed copies and a ``summary.json`` land in the run folder. A failure names the notebook and the
+executed copies, a ``summary.json`` and an HTML handout (one page per notebook, converted with
+nbconvert, and ``index.html`` linking them) land in the run folder. A failure names the notebook and the
 cell (index, first source line, exception) and stops the run, because later notebooks would only
 repeat the error.
 """
@@ -9,16 +10,19 @@ repeat the error.
 from __future__ import annotations
 
 import ast
+import html
 import os
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import papermill
+from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from cagcl_mini.fileio import write_json
+from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
 
 KERNEL = "python3"
@@ -97,6 +101,8 @@ def run_notebooks(
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"ok": True, "run_dir": str(run_dir), "notebooks": []}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # progress bars would stay in the executed copies as frozen "0%| 0/120" widgets
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
     for i, nb in enumerate(notebooks, start=1):
         own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
@@ -135,6 +141,46 @@ def run_notebooks(
         print(f"    ok in {entry['seconds']} s", flush=True)
 
     summary["seconds"] = round(sum(e["seconds"] for e in summary["notebooks"]), 1)
+    summary["handout"] = str(write_handout(run_dir, summary["notebooks"]))
     write_json(run_dir / "summary.json", summary)
     print(f"{'all ok' if summary['ok'] else 'FAILED'}: executed notebooks in {run_dir}")
     return summary
+
+
+def write_handout(run_dir: Path, entries: list[dict[str, Any]]) -> Path:
+    """Convert each executed notebook of ``run_dir`` to HTML and write ``index.html`` linking them
+    (title, status and seconds per notebook); returns the index's path."""
+    exporter = HTMLExporter()
+    rows = []
+    for entry in entries:
+        executed = run_dir / f"{entry['name']}.ipynb"
+        if not executed.exists():
+            continue
+        nb = nbformat.read(executed, as_version=4)
+        body, _ = exporter.from_notebook_node(nb)
+        page = run_dir / f"{entry['name']}.html"
+        atomic_write_text(page, body)
+        title = _notebook_title(nb) or entry["name"]
+        rows.append(
+            f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a> '
+            f"({html.escape(entry['status'])}, {entry['seconds']} s)</li>"
+        )
+    index = run_dir / "index.html"
+    atomic_write_text(
+        index,
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>cagcl-mini tutorial</title>'
+        "</head><body><h1>cagcl-mini tutorial</h1><ol>\n"
+        + "\n".join(rows)
+        + "\n</ol></body></html>\n",
+    )
+    return index
+
+
+def _notebook_title(nb: Any) -> str:
+    """The text of a notebook's first heading (its first markdown cell starts with ``# ``)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
