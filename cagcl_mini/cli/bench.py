@@ -71,6 +71,15 @@ def _retrieval(args: argparse.Namespace) -> dict:
     )  # fmt: skip
 
 
+def _localisation(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import localisation  # heavy (cli docstring)
+
+    return localisation.benchmark(
+        args.config, steps=args.steps, seed=args.seed, head_steps=args.head_steps,
+        n_bootstrap=args.bootstrap,
+    )  # fmt: skip
+
+
 # name: (help, function, the options it takes beyond --json)
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str, ...]]] = {
     "data": ("embedded dataset generation speed", _data, ("repeats", "out")),
@@ -91,6 +100,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
         "volume-report retrieval and report generation",
         _retrieval,
         ("config", "steps", "seed", "k_vote", "bootstrap"),
+    ),
+    "localisation": (
+        "snippet localisation error (mm) against two baselines",
+        _localisation,
+        ("config", "steps", "seed", "head_steps", "bootstrap"),
     ),
 }
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -132,6 +146,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "bootstrap": (
         ("--bootstrap",),
         {"type": int, "default": 1000, "help": "bootstrap replicates of the 95%% intervals"},
+    ),
+    "head_steps": (
+        ("--head-steps",),
+        {"type": int, "default": 300, "help": "steps that train each localisation head"},
     ),
     "out": (
         ("--out",),
