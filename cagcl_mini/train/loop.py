@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 from torch.profiler import record_function
-from tqdm.auto import tqdm
 
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.fileio import folder_lock, refuse_in_reimported_main, remove_stale_temporaries
 from cagcl_mini.nn.model import AnatomyCLIP
+from cagcl_mini.progress import progress_bar
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import distributed as dist_utils
 from cagcl_mini.train.batches import GlobalBatchSampler
@@ -115,6 +115,8 @@ def fit(
     config = resolve_config(config)
     if stop_after is not None and int(stop_after) < 1:
         raise ValueError(f"stop_after must be >= 1 optimiser step, got {stop_after}")
+    if config.data_root is not None and not Path(config.data_root).expanduser().is_dir():
+        raise FileNotFoundError(f"dataset root {config.data_root} does not exist (data_root)")
     if config.data_root is None and config.n_train < config.batch_size:
         raise ValueError(
             f"the phantom's train split would hold {config.n_train} volumes (n_train), fewer "
@@ -198,9 +200,13 @@ def _set_aside(out_dir: Path) -> Path | None:
     names += [ckpt.final_path(out_dir), out_dir / "config.yaml"]
     names += [MetricsLogger.path_for(out_dir, fmt) for fmt in ("jsonl", "csv")]
     present = [p for p in names if p.is_file()]
+    aside = out_dir / PREVIOUS_RUN
+    if aside.is_dir() and not any(p.suffix == ".pt" for p in present):
+        for path in present:  # a failed start's log beside a kept run: the kept run stays
+            path.unlink()
+        return aside
     if not present:
         return None
-    aside = out_dir / PREVIOUS_RUN
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir()
     for path in present:
@@ -254,7 +260,7 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
     dataset = dataset_for(config, "train", info=info)
     if len(dataset) < config.batch_size:
         raise ValueError(
-            f"the train split of {dataset.root} holds {len(dataset)} volumes, fewer than one "
+            f"the train split of {dataset.dataset_dir} holds {len(dataset)} volumes, fewer than one "
             f"batch (batch_size {config.batch_size})"
         )
     model = model_for(config, for_training=True).to(device)
@@ -296,7 +302,7 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
     autocast = autocast_for(config, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     metrics: dict[str, Any] = {}
-    bar = tqdm(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")
+    bar = progress_bar(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")
     t_start = time.perf_counter()
     with _StopSignals() as signals:
         for s in range(start, stop):
