@@ -24,7 +24,7 @@ from cagcl_mini.losses.objective import LOSS_TERMS
 from cagcl_mini.train.log import read_log as read_log_rows
 from cagcl_mini.viz.figure import ANATOMY_COLORS, figure_axes, model_colors, new_figure
 
-EMBEDDING_METHODS: tuple[str, ...] = ("pca", "tsne")
+EMBEDDING_METHODS: tuple[str, ...] = ("uncentred", "pca", "tsne")
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -83,16 +83,40 @@ def plot_cosine_histograms(
     return fig
 
 
+def uncentred_projection(emb: Any) -> tuple[np.ndarray, float]:
+    """Coordinates of unit-normalised embeddings (N, E) on the two leading right singular vectors
+    of the *uncentred* matrix, and the norm of their mean vector.
+
+    PCA subtracts the mean first, which removes exactly the shared direction that collapse is:
+    a collapsed space then looks like well-separated clusters. Without centring, the first axis
+    is that shared direction (sign fixed so the mean points right), a collapsed space sits in a
+    tight cloud near (1, 0), and the norm of the mean (1 when every vector is the same, near 0
+    when they spread over the sphere) says how much is shared.
+    """
+    x = _numpy(emb).astype(np.float64)
+    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    mean = x.mean(axis=0)
+    if mean @ vt[0] < 0:
+        xy[:, 0] *= -1
+    if xy.shape[1] < 2:
+        xy = np.concatenate([xy, np.zeros((xy.shape[0], 1))], axis=1)
+    return xy, float(np.linalg.norm(mean))
+
+
 def plot_embedding_map(
     emb: Any,
     anatomy_index: Any,
-    method: str = "pca",
+    method: str = "uncentred",
     ax: Axes | None = None,
     *,
     seed: int = 0,
     title: str | None = None,
 ) -> Figure:
-    """2-D projection (scikit-learn PCA or t-SNE) of embeddings (N, E), coloured by anatomy.
+    """2-D map of embeddings (N, E), coloured by anatomy: the uncentred projection
+    (:func:`uncentred_projection`, fixed axes [-1, 1] so panels compare, the mean vector's norm
+    in the corner), scikit-learn PCA or t-SNE.
 
     ``anatomy_index`` holds 0-based catalog positions (as :mod:`cagcl_mini.evaluation.collapse` returns);
     one scatter per anatomy present, in the ``viz`` palette. t-SNE's perplexity is capped below N.
@@ -105,7 +129,11 @@ def plot_embedding_map(
         )
     if x.shape[0] < 3:
         raise ValueError(f"an embedding map needs at least 3 points, got {x.shape[0]}")
-    if method == "pca":
+    mean_norm = None
+    if method == "uncentred":
+        xy, mean_norm = uncentred_projection(x)
+        axis_names = ("shared direction (uncentred SV 1)", "uncentred SV 2")
+    elif method == "pca":
         xy = PCA(n_components=2, random_state=seed).fit_transform(x)
         axis_names = ("PC 1", "PC 2")
     elif method == "tsne":
@@ -126,6 +154,11 @@ def plot_embedding_map(
         )
     a.set_xlabel(axis_names[0])
     a.set_ylabel(axis_names[1])
+    if mean_norm is not None:
+        a.set_xlim(-1.05, 1.05)
+        a.set_ylim(-1.05, 1.05)
+        a.set_aspect("equal")
+        a.text(0.02, 0.02, f"|mean vector| = {mean_norm:.2f}", transform=a.transAxes, fontsize=9)
     a.legend(fontsize=8, frameon=False, loc="best", markerscale=1.5)
     a.set_title(title or f"text embeddings ({method.upper()})", fontsize=10)
     return fig

@@ -61,7 +61,7 @@ def test_cosine_histograms_one_curve_per_model_and_panel():
         viz.plot_cosine_histograms(stats, groups=("nope",))
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne"])
+@pytest.mark.parametrize("method", ["uncentred", "pca", "tsne"])
 def test_embedding_map_one_scatter_per_anatomy(method):
     rng = np.random.default_rng(0)
     idx = np.repeat([0, 2, 5], 8)
@@ -74,6 +74,32 @@ def test_embedding_map_one_scatter_per_anatomy(method):
     assert sum(len(s.get_offsets()) for s in scatters) == 24
     with pytest.raises(ValueError, match="method"):
         viz.plot_embedding_map(emb, idx, method="umap")
+
+
+def test_uncentred_map_shows_a_collapsed_space_as_one_cloud_that_pca_would_split():
+    rng = np.random.default_rng(0)
+    idx = np.repeat([0, 1, 2], 10)
+    shared = np.eye(16)[0] * 10
+    collapsed = shared + np.eye(16)[idx + 1] * 1.0 + rng.normal(scale=0.05, size=(30, 16))
+    spread = np.eye(16)[idx + 1] * 10 + rng.normal(scale=0.05, size=(30, 16))
+    xy_c, norm_c = viz.uncentred_projection(collapsed)
+    xy_s, norm_s = viz.uncentred_projection(spread)
+    assert norm_c > 0.95 and norm_s < 0.65
+    # collapsed: every point near (1, 0) on the shared axis; spread: far apart
+    assert xy_c[:, 0].min() > 0.95 and np.ptp(xy_c, axis=0).max() < 0.3
+    assert np.ptp(xy_s, axis=0).max() > 0.5
+    # PCA removes the shared direction, so the collapsed space looks as separated as the spread one
+    from sklearn.decomposition import PCA
+
+    pca_c = PCA(n_components=2).fit_transform(collapsed)
+    centres = np.stack([pca_c[idx == k].mean(axis=0) for k in range(3)])
+    within = max(pca_c[idx == k].std(axis=0).max() for k in range(3))
+    gaps = [np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)]
+    assert min(gaps) > 5 * within  # three clean clusters: the collapse is invisible in PCA
+    fig = viz.plot_embedding_map(collapsed, idx)
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (-1.05, 1.05) and ax.get_ylim() == (-1.05, 1.05)
+    assert any(t.get_text() == f"|mean vector| = {norm_c:.2f}" for t in ax.texts)
 
 
 def test_loss_curves_from_a_jsonl_log(tmp_path):
