@@ -246,6 +246,8 @@ def plot_auc_per_abnormality(
 
     Values are DataFrames (``DetectionResult.table``), ``DetectionResult``s, or the (JSON) dicts
     of ``evaluate_model``. Abnormalities follow the first model's order; a dashed line marks 0.5.
+    Where a table has ``auc_ci95`` (``evaluate_model`` with bootstrap), each bar gets its 95 %
+    interval as an error bar, and ``n_positive`` of the first table goes into the labels.
     """
     if not results_by_model:
         raise ValueError("results_by_model is empty: pass {model name: detection table}")
@@ -263,9 +265,25 @@ def plot_auc_per_abnormality(
         if metric not in table:
             raise KeyError(f"the table of {model!r} has no column {metric!r}")
         vals = pd.to_numeric(table[metric].reindex(names), errors="coerce").to_numpy(float)
+        xerr = None
+        if f"{metric}_ci95" in table:
+            ci = np.array(
+                [c if isinstance(c, list | tuple) and len(c) == 2 else (np.nan, np.nan)
+                 for c in table[f"{metric}_ci95"].reindex(names)], dtype=float,
+            ).reshape(-1, 2)  # fmt: skip
+            xerr = np.nan_to_num(np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals])), nan=0.0)
         a.barh(y - 0.4 + height * (m + 0.5), np.nan_to_num(vals, nan=0.0), height=height,
-               color=color, label=model)  # fmt: skip
-    a.set_yticks(y, names, fontsize=8)
+               color=color, label=model, xerr=xerr,
+               error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.25"})  # fmt: skip
+    first = next(iter(tables.values()))
+    if "n_positive" in first:
+        counts = pd.to_numeric(first["n_positive"].reindex(names), errors="coerce")
+        labels = [
+            n if np.isnan(c) else f"{n} ({int(c)}+)" for n, c in zip(names, counts, strict=True)
+        ]
+    else:
+        labels = names
+    a.set_yticks(y, labels, fontsize=8)
     a.invert_yaxis()
     if metric == "auc":
         a.axvline(0.5, color="0.4", linestyle="--", linewidth=1)

@@ -134,6 +134,19 @@ def test_auc_per_abnormality_grouped_bars():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(a.index)
 
 
+def test_auc_bars_carry_their_intervals_and_positive_counts():
+    det = {"detection": {"per_abnormality": {
+        "Emphysema": {"auc": 0.8, "auc_ci95": [0.7, 0.85], "n_positive": 12},
+        "Cardiomegaly": {"auc": 0.6, "auc_ci95": [0.5, 0.75], "n_positive": 30},
+    }}}  # fmt: skip
+    fig = viz.plot_auc_per_abnormality({"cagcl": det})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Emphysema (12+)", "Cardiomegaly (30+)"]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)][0]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    assert [tuple(np.round(seg[:, 0], 3)) for seg in segments] == [(0.7, 0.85), (0.5, 0.75)]
+
+
 def test_prompt_family_bars_one_set_per_model():
     fams = ["fvlm", "ctclip", "hlip", "colipri", "paraphrase"]
     rob = {"families": fams, "macro_auc": dict(zip(fams, [0.7, 0.6, 0.65, 0.55, 0.5], strict=True)),
