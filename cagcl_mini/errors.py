@@ -13,3 +13,9 @@ class DataError(ValueError):
 
 class LayoutWarning(UserWarning):
     """Something in the dataset folder was skipped or filled in; the message says what and why."""
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space, so a
+    library's multi-line message fits the one-line errors above."""
+    return " ".join(str(text).split())

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from cagcl_mini.anatomy import ALL_LABELS, CT_RATE_LABELS
-from cagcl_mini.errors import DataError, LayoutWarning
+from cagcl_mini.errors import DataError, LayoutWarning, one_line
 from cagcl_mini.layout import (
     FIXED_SUFFIX,
     METADATA_FIELDS,
@@ -74,7 +74,7 @@ def read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"VolumeName": str}, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse CSV {path}: {exc}") from exc
+        raise DataError(f"cannot parse CSV {path}: {one_line(exc)}") from exc
     missing = [c for c in ("VolumeName", *required) if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {missing}; it has {list(frame.columns)}")

@@ -68,7 +68,7 @@ from monai.transforms import (
 from monai.utils import ImageMetaKey
 
 from cagcl_mini.anatomy import TOTALSEG_MAX_ID, TOTALSEG_TO_ANATOMY
-from cagcl_mini.errors import DataError, LayoutWarning
+from cagcl_mini.errors import DataError, LayoutWarning, one_line
 
 AFFINE_ATOL = 1e-3  # mm; CT and label map affines may differ by float32 rounding, not more
 KEYS = ("image", "anatomy")
@@ -85,11 +85,6 @@ _WHAT = {"image": "CT volume", "anatomy": "label map"}
 def _filename(tensor: Any) -> str:
     meta = getattr(tensor, "meta", {})
     return str(meta.get("filename_or_obj", "<unknown file>"))
-
-
-def one_line(text: object) -> str:
-    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
-    return " ".join(str(text).split())
 
 
 def _check_shape(path: str, shape: tuple[int, ...], what: str) -> tuple[int, int, int]:

@@ -21,6 +21,7 @@ from cagcl_mini.anatomy import NUM_ANATOMIES
 from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.data.transforms import SafeLoadImaged, hu_problem, hu_statistics
 from cagcl_mini.errors import DataError, LayoutWarning
+from cagcl_mini.layout import csv_relpath
 
 NAME = "train_1_a_1.nii.gz"
 TS_LIVER, TS_LUNG = 5, 10
@@ -339,3 +340,13 @@ def test_real_ct_rescale_mistakes_are_named(tmp_path):
             str(dataset_file(root, "valid", "valid_1_a_1.nii.gz")) in message and cause in message
         )
         assert CTReportDataset(root, "valid", size=8, hu_check=False)[0]["image"].isfinite().all()
+
+
+def test_unparsable_csv_is_one_line(tmp_path):
+    root = _write(tmp_path)
+    path = root / "dataset" / csv_relpath("metadata", "train")
+    path.write_text(path.read_text() + 'a,"b,c\n1,2,3,4,5,6,7\n')
+    with pytest.raises(DataError) as info:
+        CTReportDataset(root, size=8)
+    message = str(info.value)
+    assert message.startswith(f"cannot parse CSV {path}: ") and "\n" not in message
