@@ -80,6 +80,18 @@ def _localisation(args: argparse.Namespace) -> dict:
     )  # fmt: skip
 
 
+def _segmentation(args: argparse.Namespace) -> dict:
+    from cagcl_mini.train.config import resolve_config
+
+    config = resolve_config(args.config)  # a bad --config fails before the heavy imports
+    from cagcl_mini.bench import segmentation  # heavy (cli docstring)
+
+    return segmentation.benchmark(
+        config, finding=args.finding, n_labelled=args.labelled, seeds=args.seeds,
+        steps=args.steps,
+    )  # fmt: skip
+
+
 # name: (help, function, the options it takes beyond --json)
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str, ...]]] = {
     "data": ("embedded dataset generation speed", _data, ("repeats", "out")),
@@ -105,6 +117,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
         "snippet localisation error (mm) against two baselines",
         _localisation,
         ("config", "steps", "seed", "head_steps", "bootstrap"),
+    ),
+    "segmentation": (
+        "segmentation transfer: scratch vs fvlm vs cagcl encoders",
+        _segmentation,
+        ("config", "finding", "labelled", "seeds", "steps"),
     ),
 }
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -150,6 +167,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "head_steps": (
         ("--head-steps",),
         {"type": int, "default": 300, "help": "steps that train each localisation head"},
+    ),
+    "finding": (
+        ("--finding",),
+        {"default": "effusion", "help": "the masked finding to segment (default: effusion)"},
+    ),
+    "labelled": (
+        ("--labelled",),
+        {"type": int, "nargs": "+", "default": [10, 30], "help": "labelled training volumes"},
     ),
     "out": (
         ("--out",),
