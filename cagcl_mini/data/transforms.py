@@ -259,15 +259,15 @@ class RescaleHUd(MapTransform):
             tensor = data[key]
             header = self.header_scaling(tensor)
             if header is None:
-                hu = tensor.double().mul_(slope).add_(intercept)
-                bad = int(hu.numel() - torch.isfinite(hu.to(torch.float32)).sum())
+                hu = tensor.mul_(slope).add_(intercept)  # float32: overflow shows as inf/NaN
+                bad = int(hu.numel() - torch.isfinite(hu).sum())
                 if bad:
                     raise DataError(
                         f"{_filename(tensor)}: RescaleSlope {slope} and RescaleIntercept "
                         f"{intercept} of the metadata CSV give {bad} non-finite HU voxels; "
                         "expected CT-sized values (slope about 1, intercept about -1024)"
                     )
-                data[key] = tensor.copy_(hu)
+                data[key] = hu
             elif (slope, intercept) not in ((1.0, 0.0), header):
                 warnings.warn(
                     f"{_filename(tensor)}: the NIfTI header scaling {header} was applied by "
