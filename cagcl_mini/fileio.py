@@ -168,11 +168,12 @@ def reimporting_main_script() -> bool:
 
     Such a child runs the script's top-level code again (as ``__mp_main__``); a script that calls
     a library function there without ``if __name__ == "__main__":`` would make every worker
-    repeat the parent's work and wait for the locks the parent holds."""
-    if multiprocessing.parent_process() is None:
+    repeat the parent's work and wait for the locks the parent holds. ``parent_process()`` is
+    still None at that point; the flag multiprocessing's own bootstrapping check reads
+    (``current_process()._inheriting``) is set while the child imports the script."""
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
         return False
-    importing = sys.modules.get("__mp_main__")
-    return importing is not None and sys.modules.get("__main__") is not importing
+    return "__mp_main__" in sys.modules
 
 
 def refuse_in_reimported_main(what: str) -> None:
