@@ -11,7 +11,9 @@ The hub is asked through ``huggingface_hub`` (``HfApi.get_paths_info`` for sizes
 ``list_repo_tree`` for a dry run before the CSVs are cached); the bytes come through our own
 resumable downloader with the token in the ``Authorization`` header. Newer CT-RATE versions keep
 volumes under ``dataset/{split}_fixed`` and older ones under ``dataset/{split}``: both are tried,
-``_fixed`` first, and both land in ``dataset/{split}`` locally. Files the hub does not have are
+``_fixed`` first, and each lands in the local folder of the same name: ``_fixed`` volumes are
+already in HU (CT-RATE applied the metadata CSV's rescale and cast to int16), and the loader
+knows them by that folder and never applies the CSV rescale to them. Files the hub does not have are
 reported and skipped. The token comes from ``HF_TOKEN`` or ``hf auth login`` and is never printed.
 """
 
@@ -62,11 +64,27 @@ def repo_csv_path(kind: str, split: str) -> str:
 
 def repo_candidates(name: str, *, mask: bool = False) -> list[str]:
     """Hub paths where a volume (or its ts_total mask) may live, ``_fixed`` folder first."""
+    return [path for _, path in folder_candidates(name, mask=mask)]
+
+
+def folder_candidates(name: str, *, mask: bool = False) -> list[tuple[str, str]]:
+    """(split folder, hub path) pairs where a volume (or its mask) may live, ``_fixed`` first."""
     split = layout.parse_volume_name(name)[0]
     prefix = f"dataset/{layout.SEG_DIR}" if mask else "dataset"
     return [
-        f"{prefix}/{layout.volume_relpath(name, folder)}" for folder in layout.split_folders(split)
+        (folder, f"{prefix}/{layout.volume_relpath(name, folder)}")
+        for folder in layout.split_folders(split)
     ]
+
+
+def local_volume(dest: Path, name: str) -> Path | None:
+    """The downloaded volume ``name`` under ``dest`` (either split folder), or None."""
+    split = layout.parse_volume_name(name)[0]
+    for folder in layout.split_folders(split):
+        path = layout.ct_path(dest, name, folder)
+        if path.is_file():
+            return path
+    return None
 
 
 def normalise_name(name: str) -> str:
@@ -236,7 +254,7 @@ def _fetch(item: RemoteFile, report: DownloadReport, **kwargs) -> None:
 
 def write_tables(dest: Path, cache: Path, split: str, names: list[str]) -> list[Path]:
     """Copy the rows of the cached CSVs for the volumes on disk into the layout CSVs."""
-    on_disk = {n for n in names if layout.ct_path(dest, n).is_file()}
+    on_disk = {n for n in names if local_volume(dest, n) is not None}
     written = []
     for kind in TABLE_KINDS:
         source = cache / repo_csv_path(kind, split)
@@ -314,18 +332,17 @@ def download_ct_rate(
     info = hub.paths_info(wanted)
     jobs: list[RemoteFile] = []
     for name in names:
-        for mask, target in (
-            (False, layout.ct_path(dest, name)),
-            (True, layout.mask_path(dest, name)),
-        ):
+        for mask in (False, True):
             if mask and not include_masks:
                 continue
-            remote = next((c for c in repo_candidates(name, mask=mask) if c in info), None)
-            if remote is None:
+            found = next(((f, c) for f, c in folder_candidates(name, mask=mask) if c in info), None)
+            if found is None:
                 what = "TotalSegmentator mask" if mask else "volume"
                 report.skip(f"{name} ({what})", "not on the hub, skipped")
-            else:
-                jobs.append(hub.remote_file(info[remote], target))
+                continue
+            folder, remote = found  # kept locally: `_fixed` says "already in HU" to the loader
+            target = (layout.mask_path if mask else layout.ct_path)(dest, name, folder)
+            jobs.append(hub.remote_file(info[remote], target))
 
     todo = [job for job in jobs if not _present(job)]
     if dry_run:

@@ -436,16 +436,21 @@ def test_ct_rate_fetches_csvs_volumes_and_masks_and_skips_what_the_hub_lacks(tmp
     for text in (proc.stdout, proc.stderr):
         assert SECRET not in text
     # natural order: valid_1_a_1, valid_1_a_2 (not on the hub), valid_2_a_1; never valid_10
+    # each volume keeps the hub's folder: `valid_fixed` (already HU) or `valid` (raw + CSV rescale)
     for stem, folder in (("valid_1_a_1", "valid_fixed"), ("valid_2_a_1", "valid")):
         patient = "_".join(stem.split("_")[:2])
         rel = f"{folder}/{patient}/{patient}_a/{stem}.nii.gz"
-        assert layout.ct_path(dest, stem + ".nii.gz").read_bytes() == hub.files[f"dataset/{rel}"]
+        local = layout.ct_path(dest, stem + ".nii.gz", folder)
+        assert local.read_bytes() == hub.files[f"dataset/{rel}"]
+    assert not layout.ct_path(dest, "valid_1_a_1.nii.gz", "valid").exists()
     assert (
-        layout.mask_path(dest, "valid_1_a_1.nii.gz").read_bytes()
+        layout.mask_path(dest, "valid_1_a_1.nii.gz", "valid_fixed").read_bytes()
         == hub.files["dataset/ts_seg/ts_total/valid_fixed/valid_1/valid_1_a/valid_1_a_1.nii.gz"]
     )
     assert not layout.mask_path(dest, "valid_2_a_1.nii.gz").exists()
-    assert not layout.ct_path(dest, "valid_10_a_1.nii.gz").exists()
+    assert not any(
+        layout.ct_path(dest, "valid_10_a_1.nii.gz", f).exists() for f in ("valid", "valid_fixed")
+    )
     assert "valid_1_a_2.nii.gz (volume): not on the hub" in proc.stdout
     assert "valid_2_a_1.nii.gz: the hub has no such file (404)" in proc.stdout
     # layout CSVs hold the rows (as published) of the volumes on disk only
