@@ -302,7 +302,9 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
     autocast = autocast_for(config, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     metrics: dict[str, Any] = {}
-    bar = progress_bar(total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}")
+    bar = progress_bar(
+        total=steps, initial=start, disable=not show, desc=f"train {config.loss_tag()}"
+    )
     t_start = time.perf_counter()
     with _StopSignals() as signals:
         for s in range(start, stop):
