@@ -191,3 +191,39 @@ def test_a_stale_make_data_lock_of_a_killed_process_blocks_nothing(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "waiting for" not in proc.stderr and f"dataset ready at {out}" in proc.stdout
+
+
+def test_evaluate_without_a_train_split_points_at_no_honest(tmp_path):
+    import shutil
+
+    from cagcl_mini.phantom.build import make_dataset
+
+    root = make_dataset(tmp_path / "ds", n_train=2, n_valid=3, size=32, workers=1, progress=False)
+    shutil.rmtree(root / "dataset" / "train")  # a valid-only download, as `--split valid` gives
+    args = (
+        "evaluate",
+        "--untrained",
+        "--data",
+        str(root),
+        "--image-size",
+        "32",
+        "--families",
+        "fvlm",
+    )
+    proc = _cli(*args, env_home=tmp_path)
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr) == (
+        f"cagcl-mini evaluate: error: no train split in {root}: "
+        "pass --no-honest to calibrate on the evaluated split"
+    )
+
+
+def test_hu_check_is_a_config_field_the_datasets_follow(tmp_path):
+    from cagcl_mini.train.config import resolve_config
+    from cagcl_mini.train.setup import dataset_for
+
+    config = resolve_config("cpu-quick").replace(n_train=2, n_valid=2, data_size=32)
+    assert config.hu_check and dataset_for(config, "valid").hu_check
+    off = config.with_overrides(["hu_check=false"])
+    assert not off.hu_check and not dataset_for(off, "valid").hu_check
+    assert off.fingerprint() == config.fingerprint()  # a check, not a different computation

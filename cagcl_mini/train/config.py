@@ -44,6 +44,7 @@ BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
         "log_format",
         "progress",
         "data_cache",
+        "hu_check",  # a check of the input, not a change of what is computed from it
     }
 )
 
@@ -74,6 +75,7 @@ class TrainConfig:
     image_size: PositiveInt = 48  # edge of the volumes the network sees (resized by the loader)
     data_cache: str | bool = "disk+memory"  # CTReportDataset cache: False, "memory", "disk",
     # "disk+memory" or a folder
+    hu_check: bool = True  # the loader's HU sanity check of every volume (air near -1000 HU)
     # model: ModelConfig overrides
     model: dict = field(
         default_factory=lambda: {

@@ -146,7 +146,9 @@ def dataset_for(
         if not info.is_main:
             root = ensure_dataset(folder, spec, progress=False)
     size = config.image_size if image_size is None else int(image_size)
-    return CTReportDataset(root, split, size=size, cache=config.data_cache)
+    return CTReportDataset(
+        root, split, size=size, cache=config.data_cache, hu_check=config.hu_check
+    )
 
 
 def load_model(
