@@ -31,7 +31,10 @@ def _leaves(parser: argparse.ArgumentParser, path=()):
 def test_every_command_is_in_the_tree():
     assert set(_subparsers(build_parser())) == set(COMMANDS)
     bench = _subparsers(_subparsers(build_parser())["bench"])
-    assert set(bench) == {"data", "reports", "pooling", "train", "claims", "probe"}
+    assert set(bench) == {
+        "data", "reports", "pooling", "train", "claims", "probe",
+        "retrieval", "localisation", "segmentation",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("path", [p for p, _ in _leaves(build_parser())], ids=lambda p: " ".join(p))

@@ -26,7 +26,6 @@ EXPECTED = [
     "04_pretraining",
     "05_embedding_collapse",
     "06_zero_shot_evaluation",
-    "08_localisation_and_segmentation",
     "07_retrieval_and_reports",
     "08_localisation_and_segmentation",
 ]
