@@ -76,7 +76,9 @@ def test_a_held_lock_is_reported_and_times_out(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         said = []
-        with pytest.raises(fileio.LockTimeout, match=rf"held by another process \(pid {holder.pid}\)"):
+        with pytest.raises(
+            fileio.LockTimeout, match=rf"held by another process \(pid {holder.pid}\)"
+        ):
             with fileio.folder_lock(target, timeout=1.0, notify=said.append, notify_after=0.2):
                 pass
         assert said and str(holder.pid) in said[0] and ".ds.lock" in said[0]

@@ -49,7 +49,9 @@ class PrefixCache:
     and ``max_length`` shares in this process; ``max_strings`` caps that store.
     """
 
-    def __init__(self, encoder: TextEncoder, max_strings: int = 20_000, shared: bool = True) -> None:
+    def __init__(
+        self, encoder: TextEncoder, max_strings: int = 20_000, shared: bool = True
+    ) -> None:
         self.encoder = encoder
         self.max_strings = int(max_strings)
         self.shared = bool(shared)

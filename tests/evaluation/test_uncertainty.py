@@ -59,7 +59,10 @@ def test_bootstrap_detection_covers_the_point_estimate_and_shrinks_with_more_vol
         for name, (s, y) in scores.items():
             lo, hi = out["per_abnormality"][name]
             assert lo < auc(s, y) < hi, name
-            assert out["n_positive"][name] == int(y.sum()) and out["n_negative"][name] == y.size - y.sum()
+            assert (
+                out["n_positive"][name] == int(y.sum())
+                and out["n_negative"][name] == y.size - y.sum()
+            )
         widths.append(np.subtract(*out["macro"][::-1]))
     assert widths[1] < 0.6 * widths[0]  # about 1/sqrt(8) of the width
 

@@ -295,7 +295,9 @@ def test_report_sentences_follow_the_catalog():
     seen_orders, omitted, normal = set(), 0, 0
     for pid in range(1, 201):
         plan = plan_case(1, "train", pid, 64)
-        text = strip_citations(plan.report["Findings_EN"])  # citations: tests/phantom/test_citations
+        text = strip_citations(
+            plan.report["Findings_EN"]
+        )  # citations: tests/phantom/test_citations
         names = {f.name for f in plan.findings}
         for f in plan.findings:  # every finding has one of its phrasings, filled in
             ab = ABNORMALITY_BY_NAME[f.name]
