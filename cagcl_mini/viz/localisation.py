@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from cagcl_mini.viz.figure import model_colors, new_figure
 
-TRUE_COLOR = "#2ca02c"
+TRUE_COLOR = "#ffd400"  # yellow: visible on CT, not one of the tab10 preset colours
 CENTROID_COLOR = "#bbbbbb"
 
 
