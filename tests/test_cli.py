@@ -32,9 +32,19 @@ def test_every_command_is_in_the_tree():
     assert set(_subparsers(build_parser())) == set(COMMANDS)
     bench = _subparsers(_subparsers(build_parser())["bench"])
     assert set(bench) == {
-        "data", "reports", "pooling", "train", "claims", "probe",
+        "data", "reports", "pooling", "train", "claims", "ablations", "probe",
         "retrieval", "localisation", "segmentation",
     }  # fmt: skip
+
+
+def test_bench_ablations_parses_its_choices_and_refuses_others(capsys):
+    args = build_parser().parse_args(
+        ["bench", "ablations", "--which", "disease", "--weight", "0.5"]
+    )
+    assert args.which == ["disease"] and args.weight == 0.5 and args.seeds == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "ablations", "--which", "dictionarys"])
+    assert "invalid choice: 'dictionarys'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", [p for p, _ in _leaves(build_parser())], ids=lambda p: " ".join(p))

@@ -53,6 +53,15 @@ def _claims(args: argparse.Namespace) -> dict:
     )  # fmt: skip
 
 
+def _ablations(args: argparse.Namespace) -> dict:
+    from cagcl_mini.bench import ablations  # heavy (cli docstring)
+
+    return ablations.benchmark(
+        which=args.which, seeds=args.seeds, out=args.out, steps=args.steps,
+        difficulty=args.difficulty, prompts=args.prompts, weight=args.weight,
+    )  # fmt: skip
+
+
 def _probe(args: argparse.Namespace) -> dict:
     from cagcl_mini.bench import probe  # heavy (cli docstring)
 
@@ -103,6 +112,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
         _claims,
         ("claim_seeds", "steps", "difficulty", "prompts", "out"),
     ),
+    "ablations": (
+        "CT-GLIP dictionary scale and prompt-based disease supervision",
+        _ablations,
+        ("which", "ablation_seeds", "steps", "difficulty", "prompts", "weight", "out"),
+    ),
     "probe": (
         "zero-shot AUC next to its supervised bounds",
         _probe,
@@ -132,6 +146,23 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         {"type": int, "default": None, "help": "training steps (default: the preset's)"},
     ),
     "seed": (("--seed",), {"type": int, "default": 0, "help": "training seed"}),
+    "ablation_seeds": (
+        ("--seeds",),
+        {"type": int, "default": 3, "help": "training seeds per setting (95%% t intervals)"},
+    ),
+    "which": (
+        ("--which",),
+        {
+            "nargs": "+",
+            "choices": ("dictionary", "disease"),
+            "default": ["dictionary", "disease"],
+            "help": "the ablations to run (default: both)",
+        },
+    ),
+    "weight": (
+        ("--weight",),
+        {"type": float, "default": 1.0, "help": "weight of the disease supervision term"},
+    ),
     "claim_seeds": (
         ("--seeds",),
         {
@@ -142,7 +173,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "prompts": (
         ("--prompts",),
-        {"type": Path, "default": None, "help": "a prompt file whose families join claim b"},
+        {
+            "type": Path,
+            "default": None,
+            "help": "a prompt file whose families join the prompt spread",
+        },
     ),
     "difficulty": (
         ("--difficulty",),

@@ -57,7 +57,8 @@ def claim_metrics(
     Keys: ``cross_anatomy_text_cos_mean`` / ``_std`` / ``share_above_0.9``,
     ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
-    ``macro_auc_ct_rate``, ``per_abnormality_auc``, ``anatomy_top1``; with ``site_b`` (a second
+    ``macro_auc_ct_rate``, ``macro_f1`` / ``macro_honest_f1`` (weighted F1 at the fVLM threshold
+    and at the one picked on the training split), ``per_abnormality_auc``, ``anatomy_top1``; with ``site_b`` (a second
     site's validation split), ``site_b_macro_auc``. ``families`` are the prompt families of the
     robustness spread (default: the built-in ones).
     """
@@ -81,6 +82,8 @@ def claim_metrics(
         "family_auc": dict(robustness["macro_auc"]),
         "macro_auc": detection.macro["auc"],
         "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
+        "macro_f1": detection.macro["f1_weighted"],
+        "macro_honest_f1": detection.macro.get("honest_f1_weighted", math.nan),
         "per_abnormality_auc": {
             n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()
         },
@@ -166,6 +169,38 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def score_run(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    families: Sequence[str | PromptFamily] | None = None,
+    site_b: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (or reuse) one run and :func:`evaluate_run` it, with its seed and the seconds spent
+    training and evaluating. ``out`` holds the run folder (None = the cache); ``site_b`` scores
+    the phantom's second hospital too (phantom data only)."""
+    config = config.replace(progress=progress)
+    if out is not None:
+        config = config.replace(out_dir=str(Path(out) / config.run_name()))
+    t0 = time.perf_counter()
+    checkpoint = ensure_trained(config, progress=progress)
+    t1 = time.perf_counter()
+    metrics = evaluate_run(checkpoint, families, site_b and config.data_root is None)
+    return metrics | {
+        "seed": config.seed,
+        "train_seconds": t1 - t0,
+        "eval_seconds": time.perf_counter() - t1,
+    }
+
+
+def without_tables(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Every run's metrics without the per-abnormality table (the JSON's ``runs``)."""
+    return {
+        name: [{k: v for k, v in r.items() if k != "per_abnormality_auc"} for r in rs]
+        for name, rs in runs.items()
+    }
+
+
 def compare_presets(
     seeds: int | Sequence[int] = SEEDS,
     presets: Sequence[str] = CLAIM_PRESETS,
@@ -191,20 +226,10 @@ def compare_presets(
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
     for seed in seed_list:
         for name in presets:
-            config = base.replace(loss_preset=name, seed=seed, progress=progress)
-            if out is not None:
-                config = config.replace(out_dir=str(Path(out) / config.run_name()))
-            t0 = time.perf_counter()
-            checkpoint = ensure_trained(config, progress=progress)
-            t1 = time.perf_counter()
-            metrics = evaluate_run(checkpoint, families, site_b and base.data_root is None)
-            metrics.update(seed=seed, train_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1)
-            runs[name].append(metrics)
+            config = base.replace(loss_preset=name, seed=seed)
+            runs[name].append(score_run(config, out, families, site_b, progress))
     result: dict[str, Any] = {name: aggregate(r) for name, r in runs.items()}
     if "fvlm" in result and "cagcl" in result:
         result["claims"] = verdicts(result["fvlm"], result["cagcl"])
-    result["runs"] = {
-        name: [{k: v for k, v in r.items() if k != "per_abnormality_auc"} for r in rs]
-        for name, rs in runs.items()
-    }
+    result["runs"] = without_tables(runs)
     return result

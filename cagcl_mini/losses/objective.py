@@ -13,6 +13,7 @@ from cagcl_mini.losses.terms import (
     SIGLIP_INIT_LOGIT_BIAS,
     anatomy_contrastive_loss,
     diagnosis_contrastive_loss,
+    disease_supervision_loss,
     global_cross_anatomy_loss,
     local_alignment_loss,
     sigmoid_global_loss,
@@ -26,6 +27,7 @@ LOSS_TERMS: dict[str, str] = {
     "diagnosis": "CT-GLIP visual token vs own description + dictionary (diagnosis_contrastive_loss)",
     "sigmoid_local": "SigLIP form of the local loss (sigmoid_local_loss)",
     "sigmoid_global": "SigLIP form of the global loss (sigmoid_global_loss)",
+    "disease": "BCE of the zero-shot prompt score against the labels (disease_supervision_loss)",
 }
 LOSS_PRESETS: dict[str, dict[str, float]] = {
     "fvlm": {"local": 1.0},
@@ -36,7 +38,8 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 PRESET_AUGMENT: dict[str, bool] = {"fvlm": False, "ctglip": False, "cagcl": True}
 
 # The keys compute_losses reads (from `embeddings`, else from `batch`). The model's forward returns
-# v, t, present, logit_scale, logit_bias, anatomy_text and dictionary; the batch supplies the rest.
+# v, t, present, logit_scale, logit_bias, anatomy_text, dictionary and disease_text; the batch
+# supplies the rest.
 INPUT_KEYS: dict[str, str] = {
     "v": "(B, K, E) normalised visual anatomy embeddings",
     "t": "(B, K, E) normalised embeddings of the descriptions actually encoded",
@@ -49,12 +52,17 @@ INPUT_KEYS: dict[str, str] = {
     "dictionary": "optional: (M, E) normalised embeddings of the abnormal dictionary sentences",
     "dictionary_anatomy": "(M,) long anatomy index 0..K-1 of each dictionary sentence",
     "exclude": "optional: (B, K, M) bool, dictionary sentences matching the sample's findings",
+    "disease_text": "(2A, E) normalised (negative, positive) prompt embeddings, interleaved",
+    "disease_anatomy": "(A,) long anatomy index 0..K-1 of each prompted abnormality",
+    "disease_labels": "(B, A) float 0/1 labels of the prompted abnormalities",
     "targets": "optional: (K, B, B) soft pair weights (soft_targets_from_labels) for local/global",
 }
 
 # Inputs with one entry per sample (first axis B, or B lists): under DDP they are gathered across
 # processes; the embeddings among them keep their gradient.
-PER_SAMPLE_KEYS: frozenset[str] = frozenset({"v", "t", "present", "abnormal", "texts", "exclude"})
+PER_SAMPLE_KEYS: frozenset[str] = frozenset(
+    {"v", "t", "present", "abnormal", "texts", "exclude", "disease_labels"}
+)
 DIFFERENTIABLE_KEYS: frozenset[str] = frozenset({"v", "t"})
 
 
@@ -90,6 +98,12 @@ def _term(name: str, x: dict) -> Tensor:
     if name == "anatomy":
         return anatomy_contrastive_loss(
             get("v"), get("present"), get("anatomy_text"), get("logit_scale")
+        )
+    if name == "disease":
+        return disease_supervision_loss(
+            *(get("v"), get("present"), get("disease_text"), get("disease_anatomy")),
+            get("disease_labels"),
+            get("logit_scale"),
         )
     if name == "diagnosis":
         dictionary = get("dictionary", False)

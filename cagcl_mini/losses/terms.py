@@ -1,5 +1,5 @@
 """The pretraining objectives: local (fVLM), global cross-anatomy (CA-GCL), anatomy and diagnosis
-(CT-GLIP), and the sigmoid (SigLIP) forms of local and global.
+(CT-GLIP), the sigmoid (SigLIP) forms of local and global, and prompt-based disease supervision.
 
 Shared notation (every function below):
 
@@ -185,6 +185,47 @@ def anatomy_contrastive_loss(
     dt = _dtype(v)
     logits = logit_scale_value(logit_scale, v) * (v[sample, anat].to(dt) @ anatomy_text.to(dt).T)
     return F.cross_entropy(logits, anat)
+
+
+def disease_supervision_loss(
+    v: Tensor,
+    present: Tensor,
+    disease_text: Tensor,
+    disease_anatomy: Tensor,
+    labels: Tensor,
+    logit_scale: Tensor | float,
+) -> Tensor:
+    """Prompt-based disease supervision (arXiv 2603.02026): the model's own zero-shot score
+    against the labels.
+
+    ``disease_text`` (2A, E) holds the normalised (negative, positive) prompt embeddings of A
+    abnormalities, interleaved; ``disease_anatomy`` (A,) the anatomy index of each; ``labels``
+    (B, A) their 0/1 labels. With ``c`` the cosines of ``v_i^k`` (k the abnormality's anatomy)
+    to the two prompts, the zero-shot score is ``sigmoid(s (c_pos - c_neg))`` and::
+
+        L = 1/N sum_{(i,a): present[i, k(a)]} BCE(sigmoid(s (c_pos - c_neg)), y_ia)
+
+    Graph-connected 0 when no abnormality's anatomy is present.
+    """
+    present, _ = _check(v, None, present, None)
+    a = disease_anatomy.shape[0]
+    if disease_text.shape != (2 * a, v.shape[2]):
+        raise ValueError(
+            f"disease_text: expected (2A, E) = {(2 * a, v.shape[2])} interleaved (negative, "
+            f"positive) prompts, got {tuple(disease_text.shape)}"
+        )
+    if tuple(labels.shape) != (v.shape[0], a):
+        raise ValueError(f"labels: expected (B, A) = {(v.shape[0], a)}, got {tuple(labels.shape)}")
+    anat = disease_anatomy.to(v.device, torch.long)
+    valid = present[:, anat]
+    if not bool(valid.any()):
+        return _zero(v, disease_text, logit_scale)
+    dt = _dtype(v)
+    prompts = disease_text.to(dt)
+    margin = prompts[1::2] - prompts[0::2]  # (A, E): c_pos - c_neg = <v, t_pos - t_neg>
+    logits = logit_scale_value(logit_scale, v) * (v[:, anat].to(dt) * margin).sum(-1)
+    target = labels.to(v.device, dt)
+    return F.binary_cross_entropy_with_logits(logits[valid], target[valid])
 
 
 def diagnosis_contrastive_loss(

@@ -215,6 +215,7 @@ class AnatomyCLIP(nn.Module):
         texts: Sequence[Sequence[str]] | None = None,
         dictionary: Sequence[str] | None = None,
         with_prompts: bool = False,
+        disease_prompts: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss inputs the model provides, named as :mod:`cagcl_mini.losses.objective`'s
         ``INPUT_KEYS``, in one call (so DistributedDataParallel syncs every gradient):
@@ -223,7 +224,8 @@ class AnatomyCLIP(nn.Module):
         ``batch["texts"]``), ``present`` (B,K): the anatomy is in the volume *and* described,
         ``logit_scale`` and ``logit_bias``; plus ``dictionary`` (M,E) for the ``dictionary``
         sentences (CT-GLIP's abnormality dictionary) and ``anatomy_text`` (K,E), the anatomy
-        prompts, when ``with_prompts``. The batch supplies the rest (``abnormal``, ``texts``...).
+        prompts, when ``with_prompts``; ``disease_text`` for the ``disease_prompts`` (the disease
+        supervision term). The batch supplies the rest (``abnormal``, ``texts``, labels...).
         """
         v, in_volume = self.encode_image(batch)
         texts = batch["texts"] if texts is None else texts
@@ -243,6 +245,8 @@ class AnatomyCLIP(nn.Module):
             out["dictionary"] = self.encode_text(dictionary)
         if with_prompts:
             out["anatomy_text"] = self.anatomy_prompt_embeddings()
+        if disease_prompts is not None:
+            out["disease_text"] = self.encode_text(disease_prompts)
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -10,8 +10,11 @@ step is a pure function of ``(seed, micro_step, global sample position)``, never
 - :func:`augment_texts` augments sample j of micro-step m with a numpy generator seeded by
   ``(seed, m, j)``, j the position in the *global* batch.
 - :class:`DiagnosisDictionary` holds the abnormal sentences of every anatomy (the CT-GLIP
-  diagnosis loss's extra negatives) and builds the (B, K, M) mask of sentences that describe a
-  sample's own findings (never negatives), from the unaugmented texts.
+  diagnosis loss's extra negatives), or a seeded fraction of each anatomy's (the dictionary-scale
+  ablation), and builds the (B, K, M) mask of sentences that describe a sample's own findings
+  (never negatives), from the unaugmented texts.
+- :class:`DiseasePrompts` holds the (negative, positive) prompt pairs of the prompt-based disease
+  supervision term, and picks their label columns from a batch.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cagcl_mini.anatomy import ANATOMY_NAMES
+from cagcl_mini.anatomy import (
+    ABNORMALITIES,
+    ALL_LABELS,
+    ANATOMY_NAMES,
+    Abnormality,
+    prompt_pair,
+)
 from cagcl_mini.text.augment import augment_batch_texts, augment_text
 from cagcl_mini.text.findings import DictionaryEntry, dictionary_entries, exclusion_mask
 from cagcl_mini.train.distributed import DistInfo, local_slice
@@ -120,10 +129,24 @@ class DiagnosisDictionary:
     entries: tuple[DictionaryEntry, ...]
 
     @classmethod
-    def build(cls, num_anatomies: int = len(ANATOMY_NAMES)) -> DiagnosisDictionary:
-        """Every catalog anatomy's dictionary (``text.findings.dictionary_entries``)."""
-        names = set(ANATOMY_NAMES[:num_anatomies])
-        return cls(tuple(e for e in dictionary_entries() if e.anatomy in names))
+    def build(
+        cls, num_anatomies: int = len(ANATOMY_NAMES), fraction: float = 1.0, seed: int = 0
+    ) -> DiagnosisDictionary:
+        """Every catalog anatomy's dictionary (``text.findings.dictionary_entries``), or of each
+        anatomy a ``fraction`` of its sentences (rounded; drawn with ``seed``, catalog order
+        kept)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"dictionary fraction must be in [0, 1], got {fraction}")
+        kept: list[DictionaryEntry] = []
+        for k, name in enumerate(ANATOMY_NAMES[:num_anatomies]):
+            own = dictionary_entries(name)
+            n = round(fraction * len(own))
+            picked = np.random.default_rng([int(seed), k]).permutation(len(own))[:n]
+            kept.extend(own[i] for i in sorted(picked))
+        return cls(tuple(kept))
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
     @property
     def sentences(self) -> list[str]:
@@ -140,3 +163,37 @@ class DiagnosisDictionary:
         """(B, K, M) bool: sentence m describes a finding of sample b's anatomy k (full texts)."""
         mask = exclusion_mask([list(r) for r in texts], self.entries)
         return torch.from_numpy(mask).to(device)
+
+
+@dataclass(frozen=True)
+class DiseasePrompts:
+    """The (negative, positive) prompt pair of every abnormality of the model's anatomies, for
+    the prompt-based disease supervision term (``losses.terms.disease_supervision_loss``)."""
+
+    abnormalities: tuple[Abnormality, ...]
+    family: str = "fvlm"
+
+    @classmethod
+    def build(cls, num_anatomies: int = len(ANATOMY_NAMES), family: str = "fvlm") -> DiseasePrompts:
+        names = set(ANATOMY_NAMES[:num_anatomies])
+        return cls(tuple(ab for ab in ABNORMALITIES if ab.anatomy in names), family)
+
+    @property
+    def prompts(self) -> list[str]:
+        """2A strings: negative and positive prompt of each abnormality, interleaved."""
+        return [p for ab in self.abnormalities for p in prompt_pair(ab, self.family)]
+
+    def anatomy_index(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(A,) long anatomy index 0..K-1 of each abnormality."""
+        idx = [ANATOMY_NAMES.index(ab.anatomy) for ab in self.abnormalities]
+        return torch.tensor(idx, dtype=torch.long, device=device)
+
+    def labels(self, labels: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, A) float: the batch's ``labels`` (B, len(ALL_LABELS)) columns of the abnormalities."""
+        if labels.ndim != 2 or labels.shape[1] != len(ALL_LABELS):
+            raise ValueError(
+                f"batch['labels']: expected (B, {len(ALL_LABELS)}) in ALL_LABELS order, "
+                f"got {tuple(labels.shape)}"
+            )
+        cols = [ALL_LABELS.index(ab.name) for ab in self.abnormalities]
+        return labels[:, cols].to(device, torch.float32)

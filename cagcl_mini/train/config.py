@@ -48,6 +48,9 @@ BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
     }
 )
 
+# Fields added after runs were cached: they enter the fingerprint only away from these defaults,
+# so a cached run's name (and its checkpoint) survives the field's arrival.
+LATE_FIELD_DEFAULTS: dict[str, Any] = {"dictionary_fraction": 1.0}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -65,6 +68,8 @@ class TrainConfig:
     loss_preset: str | dict = "cagcl"  # "fvlm" | "ctglip" | "cagcl" or {term: weight}
     augment: bool | None = None  # text augmentation; None = the loss preset's choice
     augment_variants: PositiveInt | None = 2  # augmentations per description (None: fresh)
+    # share of each anatomy's abnormality dictionary the diagnosis term uses (ablation; 1 = all)
+    dictionary_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     # data: None = the embedded phantom dataset under paths.default_data_dir(), built on demand
     data_root: str | None = None
     n_train: PositiveInt = PhantomSpec.n_train
@@ -168,7 +173,11 @@ class TrainConfig:
         """Hash of every field that changes the computation (not paths, logging or workers),
         and, on the embedded data, of the phantom it builds (its version and calibration), so a
         cached run never outlives the dataset it was trained on."""
-        data = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        data = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in BOOKKEEPING_FIELDS and LATE_FIELD_DEFAULTS.get(k, object()) != v
+        }
         if self.data_root is None:
             data["phantom"] = self.phantom_spec().params()
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]

@@ -3,8 +3,9 @@
 :func:`step_losses` augments the texts when the objective says so (the abnormal flags were taken
 from the full texts), runs the model, which returns the loss inputs by their loss names
 (:data:`cagcl_mini.losses.objective.INPUT_KEYS`), adds what the batch holds (``abnormal``, the
-encoded ``texts``, and for CT-GLIP's diagnosis term the dictionary's anatomies and the sentences
-that describe each sample's own findings), gathers the per-sample inputs across processes and
+encoded ``texts``, for CT-GLIP's diagnosis term the dictionary's anatomies and the sentences
+that describe each sample's own findings, for the disease term the prompts' anatomies and
+labels), gathers the per-sample inputs across processes and
 calls :func:`~cagcl_mini.losses.objective.compute_losses`. The caller runs ``backward``.
 """
 
@@ -21,7 +22,7 @@ import torch
 from torch.profiler import record_function
 
 from cagcl_mini.losses.objective import compute_losses
-from cagcl_mini.train.batches import DiagnosisDictionary, augment_texts
+from cagcl_mini.train.batches import DiagnosisDictionary, DiseasePrompts, augment_texts
 from cagcl_mini.train.config import TrainConfig
 from cagcl_mini.train.distributed import DistInfo, gather_loss_inputs
 
@@ -35,13 +36,26 @@ class Objective:
     seed: int = 0
     dictionary: DiagnosisDictionary | None = None
     augment_variants: int | None = None
+    disease: DiseasePrompts | None = None
 
     @classmethod
     def of(cls, config: TrainConfig) -> Objective:
-        """The objective of a training config (the dictionary only when a term uses it)."""
+        """The objective of a training config (the dictionary and the disease prompts only when
+        a term uses them; an empty dictionary is none)."""
         weights = config.loss_weights()
-        dictionary = DiagnosisDictionary.build() if "diagnosis" in weights else None
-        return cls(weights, config.use_augment(), config.seed, dictionary, config.augment_variants)
+        k = config.model_config().num_anatomies
+        dictionary = None
+        if "diagnosis" in weights and config.dictionary_fraction > 0:
+            dictionary = DiagnosisDictionary.build(k, config.dictionary_fraction, config.seed)
+        disease = DiseasePrompts.build(k) if "disease" in weights else None
+        return cls(
+            weights,
+            config.use_augment(),
+            config.seed,
+            dictionary,
+            config.augment_variants,
+            disease,
+        )
 
     @property
     def with_prompts(self) -> bool:
@@ -79,6 +93,7 @@ def step_losses(
             texts=texts,
             dictionary=dictionary.sentences if dictionary else None,
             with_prompts=objective.with_prompts,
+            disease_prompts=objective.disease.prompts if objective.disease else None,
         )
     with record_function("losses"):
         device = out["v"].device
@@ -86,6 +101,9 @@ def step_losses(
         if dictionary:
             inputs["dictionary_anatomy"] = dictionary.anatomy_index(device)
             inputs["exclude"] = dictionary.exclude(batch["texts"], device)
+        if objective.disease:
+            inputs["disease_anatomy"] = objective.disease.anatomy_index(device)
+            inputs["disease_labels"] = objective.disease.labels(batch["labels"], device)
         return compute_losses(objective.weights, gather_loss_inputs(inputs, info or DistInfo()))
 
 

@@ -9,9 +9,10 @@ import math
 import pytest
 from helpers_train import FROZEN_MODEL, tiny_config
 
-from cagcl_mini.experiments import claims
+from cagcl_mini.experiments import ablations, claims
 from cagcl_mini.phantom.build import make_dataset
 from cagcl_mini.train import loop as train_mod
+from cagcl_mini.train.log import read_log
 from cagcl_mini.train.setup import dataset_for, model_for
 
 
@@ -99,3 +100,41 @@ def test_claim_metrics_of_an_untrained_model(tiny_data):
     metrics = claims.claim_metrics(model, valid)
     assert math.isnan(metrics["macro_auc"]) or 0.0 <= metrics["macro_auc"] <= 1.0
     assert set(metrics["family_auc"]) >= {"fvlm", "ctclip"}
+
+
+def test_paired_differences_pair_runs_by_seed():
+    runs = {
+        "all": [{"macro_auc": 0.8, "seed": 0}, {"macro_auc": 0.7, "seed": 1}],
+        "none": [{"macro_auc": 0.75, "seed": 0}, {"macro_auc": 0.69, "seed": 1}],
+    }
+    out = ablations.paired_differences(runs, "all", keys=("macro_auc",))
+    assert set(out) == {"none"}
+    assert out["none"]["macro_auc"] == pytest.approx(-0.03)
+    lo, hi = out["none"]["macro_auc_ci95"]
+    assert lo < -0.03 < hi
+
+
+def test_ablations_train_each_setting_and_reuse_the_claims_runs(tiny_data, tmp_path, monkeypatch):
+    base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
+    folder = tmp_path / "runs"
+    claims.compare_presets(seeds=[0], base=base, out=folder, presets=("ctglip", "cagcl"))
+    trained: list[str] = []
+    real_fit = train_mod.fit
+    monkeypatch.setattr(
+        train_mod,
+        "fit",
+        lambda config, **k: trained.append(config.run_name()) or real_fit(config, **k),
+    )
+    fractions = {"none": 0.0, "half": 0.5, "all": 1.0}
+    scale = ablations.dictionary_scale([0], base, fractions, out=folder)
+    assert set(scale["settings"]) == set(fractions) and scale["reference"] == "all"
+    assert set(scale["vs_reference"]) == {"none", "half"}
+    assert {"macro_auc", "macro_f1", "macro_auc_ci95"} <= set(scale["settings"]["none"])
+    disease = ablations.disease_supervision([0], base, out=folder)
+    assert set(disease["settings"]) == {"cagcl", "cagcl+disease"}
+    # the claims' ctglip and cagcl runs are reused: only the new settings train
+    assert len(trained) == 3 and all("-custom-" in n or "-ctglip-" in n for n in trained)
+    logged = read_log(next(folder.glob("*-custom-*")) / "log.jsonl")
+    assert "disease" in logged[0] and math.isfinite(logged[-1]["disease"])
+    diff = disease["vs_reference"]["cagcl+disease"]
+    assert {"macro_auc", "cross_anatomy_text_cos_mean", "prompt_auc_std"} <= set(diff)

@@ -24,6 +24,7 @@ from cagcl_mini.losses.targets import (
 from cagcl_mini.losses.terms import (
     anatomy_contrastive_loss,
     diagnosis_contrastive_loss,
+    disease_supervision_loss,
     global_cross_anatomy_loss,
     local_alignment_loss,
     sigmoid_global_loss,
@@ -110,6 +111,22 @@ def test_anatomy_loss_hand_computed():
     loss = anatomy_contrastive_loss(v, torch.ones(1, 2, dtype=torch.bool), prompts, math.log(3.0))
     expected = ((lse(3, 0) - 3) + (lse(1.8, 2.4) - 2.4)) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_disease_loss_hand_computed():
+    # two samples, anatomies (lung, heart); abnormality 0 of the lung, 1 of the heart
+    v = tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]])
+    present = torch.tensor([[True, True], [True, False]])
+    prompts = tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # (neg, pos) interleaved
+    labels = tensor([[1.0, 0.0], [0.0, 1.0]])  # sample 1's heart is absent: its label is ignored
+    loss = disease_supervision_loss(v, present, prompts, torch.tensor([0, 1]), labels, math.log(2))
+    # s (c_pos - c_neg): sample 0 lung 2*(1-0) = 2, heart 2*(1-0) = 2, sample 1 lung 2*(0.6-0.8)
+    expected = (softplus(-2.0) + softplus(2.0) + softplus(-0.4)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="disease_text"):
+        disease_supervision_loss(v, present, prompts[:3], torch.tensor([0, 1]), labels, 1.0)
+    with pytest.raises(ValueError, match="labels"):
+        disease_supervision_loss(v, present, prompts, torch.tensor([0, 1]), labels[:, :1], 1.0)
 
 
 # Global: tokens a=(0,lung) b=(0,heart) c=(1,lung), all normal; a and b share the same text.
@@ -297,6 +314,9 @@ def _all_losses(v, t, present, abnormal, scale, bias, texts=None):
         "diagnosis": diagnosis_contrastive_loss(
             v, t, present, scale, dictionary, dict_anatomy, exclude, abnormal=abnormal, texts=texts
         ),
+        "disease": disease_supervision_loss(
+            v, present, dictionary, torch.arange(k), abnormal.to(v.dtype), scale
+        ),
     }
 
 
@@ -329,7 +349,7 @@ def test_gradients_are_finite_and_reach_every_input():
         assert v.grad.abs().sum() > 0 and scale.grad.abs() > 0, name
         for leaf in (v, t, scale, bias):
             assert leaf.grad is None or bool(torch.isfinite(leaf.grad).all()), name
-        if name != "anatomy":
+        if name not in ("anatomy", "disease"):
             assert t.grad.abs().sum() > 0, name
         if name.startswith("sigmoid"):
             assert bias.grad.abs() > 0, name
@@ -394,6 +414,7 @@ def _inputs(b=5, k=3, seed=11):
         "logit_bias": bias,
         "anatomy_text": F.normalize(torch.randn(k, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
         "dictionary": F.normalize(torch.randn(4, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
+        "disease_text": F.normalize(torch.randn(4, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
     }
     batch = {
         "present": present,
@@ -401,6 +422,8 @@ def _inputs(b=5, k=3, seed=11):
         "texts": [[f"s{i % 2}a{j}" for j in range(k)] for i in range(b)],
         "dictionary_anatomy": torch.tensor([0, 1, 2, 0]),
         "exclude": torch.zeros(b, k, 4, dtype=torch.bool),
+        "disease_anatomy": torch.tensor([0, 2]),
+        "disease_labels": (torch.arange(2 * b).reshape(b, 2) % 3 == 0).double(),
     }
     return embeddings, batch
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config
 
+from cagcl_mini.anatomy import ANATOMY_NAMES, prompt_pair
 from cagcl_mini.bench import train as train_bench
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.losses.objective import (
@@ -17,7 +18,7 @@ from cagcl_mini.losses.objective import (
     PER_SAMPLE_KEYS,
     compute_losses,
 )
-from cagcl_mini.train.batches import GlobalBatchSampler
+from cagcl_mini.train.batches import DiagnosisDictionary, GlobalBatchSampler
 from cagcl_mini.train.log import read_log
 from cagcl_mini.train.loop import fit
 from cagcl_mini.train.setup import dataset_for, model_for
@@ -77,6 +78,43 @@ def test_fit_and_the_benchmark_take_the_same_step(tiny_data, tmp_path):
     assert float(losses["total"].detach()) == pytest.approx(logged["loss"], abs=1e-5)
     times = train_bench.step_times(config.replace(loss_preset="fvlm"), cached=True, steps=2)
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_dictionary_fraction_keeps_a_seeded_share_of_each_anatomy():
+    full = DiagnosisDictionary.build()
+    half = DiagnosisDictionary.build(fraction=0.5, seed=1)
+    for name in ANATOMY_NAMES:
+        own = [e for e in full.entries if e.anatomy == name]
+        kept = [e for e in half.entries if e.anatomy == name]
+        assert len(kept) == round(0.5 * len(own)) and set(kept) <= set(own)
+    assert half != DiagnosisDictionary.build(fraction=0.5, seed=2)  # the seed draws the subset
+    assert len(DiagnosisDictionary.build(fraction=0.0)) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        DiagnosisDictionary.build(fraction=1.5)
+
+
+def test_objective_builds_the_dictionary_share_and_the_disease_prompts(tiny_data):
+    base = tiny_config(tiny_data, None, model=FROZEN_MODEL, loss_preset="ctglip")
+    assert len(Objective.of(base).dictionary) == len(DiagnosisDictionary.build())
+    quarter = Objective.of(base.replace(dictionary_fraction=0.25)).dictionary
+    assert 0 < len(quarter) < len(DiagnosisDictionary.build()) / 3
+    assert Objective.of(base.replace(dictionary_fraction=0.0)).dictionary is None
+    assert base.replace(dictionary_fraction=0.25).run_name() != base.run_name()
+    assert base.replace(dictionary_fraction=1.0).run_name() == base.run_name()
+
+    config = base.replace(loss_preset={"local": 1.0, "disease": 1.0})
+    objective = Objective.of(config)
+    assert objective.disease is not None and objective.dictionary is None
+    batch = _first_batch(config)
+    losses = step_losses(model_for(config, for_training=True), batch, objective)
+    assert set(losses) == {"local", "disease", "total"}
+    prompts = objective.disease
+    labels = prompts.labels(batch["labels"])
+    assert labels.shape == (len(batch["id"]), len(prompts.abnormalities))
+    assert prompts.prompts[:2] == list(prompt_pair(prompts.abnormalities[0], "fvlm"))
+    losses["disease"].backward()  # reaches the vision tower through the prompt scores
+    with pytest.raises(ValueError, match="labels"):
+        prompts.labels(batch["labels"][:, :3])
 
 
 def test_a_non_finite_term_names_the_step_term_and_volumes():

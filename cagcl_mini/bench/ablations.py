@@ -1,0 +1,67 @@
+"""``cagcl-mini bench ablations``: CT-GLIP's dictionary scale and prompt-based disease supervision.
+
+Runs :func:`cagcl_mini.experiments.ablations.dictionary_scale` and / or
+:func:`~cagcl_mini.experiments.ablations.disease_supervision` on ``cpu-quick`` (3 seeds by
+default) in a fresh folder unless ``out`` names one to reuse (the claims' folder holds the
+``ctglip`` and ``cagcl`` reference runs), and adds the config and the wall time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cagcl_mini.anatomy import prompt_family_names
+from cagcl_mini.evaluation.prompts import load_prompts
+from cagcl_mini.experiments.ablations import (
+    ABLATION_SEEDS,
+    DISEASE_WEIGHT,
+    dictionary_scale,
+    disease_supervision,
+)
+from cagcl_mini.train.config import TrainConfig, resolve_config
+
+ABLATIONS: tuple[str, ...] = ("dictionary", "disease")
+
+
+def benchmark(
+    which: tuple[str, ...] | list[str] = ABLATIONS,
+    seeds: int = ABLATION_SEEDS,
+    out: str | Path | None = None,
+    base: str | TrainConfig = "cpu-quick",
+    steps: int | None = None,
+    difficulty: str | None = None,
+    prompts: str | Path | None = None,
+    weight: float = DISEASE_WEIGHT,
+) -> dict[str, Any]:
+    """``{"dictionary": ..., "disease": ...}`` for the ablations in ``which``; ``steps``,
+    ``difficulty`` and ``prompts`` as in ``bench claims``, ``weight`` the disease term's."""
+    unknown = sorted(set(which) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
+    t0 = time.perf_counter()
+    base = resolve_config(base).with_steps(steps)
+    if difficulty is not None:
+        base = base.replace(data_difficulty=difficulty)
+    families = None
+    if prompts is not None:
+        families = [*prompt_family_names(), *load_prompts(prompts).values()]
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cagcl-ablations-") as tmp:
+        folder = out if out is not None else tmp
+        if "dictionary" in which:
+            result["dictionary"] = dictionary_scale(seeds, base, out=folder, families=families)
+        if "disease" in which:
+            result["disease"] = disease_supervision(
+                seeds, base, weight, out=folder, families=families
+            )
+    result["config"] = {k: v for k, v in base.to_dict().items() if k not in ("loss_preset", "seed")}
+    result["seeds"] = seeds
+    result["prompts"] = None if prompts is None else str(prompts)
+    result["threads"] = torch.get_num_threads()
+    result["wall_seconds"] = time.perf_counter() - t0
+    return result
