@@ -67,11 +67,11 @@ lab: $(STAMP)
 
 lint: imports
 	$(BIN)/ruff check cagcl_mini data_download tests
-	$(BIN)/ruff format --check cagcl_mini data_download tests
+	$(BIN)/ruff format --check cagcl_mini data_download tests notebooks
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix cagcl_mini data_download tests
-	$(BIN)/ruff format cagcl_mini data_download tests
+	$(BIN)/ruff format cagcl_mini data_download tests notebooks
 
 clean:
 	rm -rf $(VENV) .cache runs
