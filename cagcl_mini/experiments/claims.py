@@ -58,8 +58,9 @@ def claim_metrics(
     ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
     ``macro_auc_ct_rate``, ``macro_f1`` / ``macro_honest_f1`` (weighted F1 at the fVLM threshold
-    and at the one picked on the training split), ``per_abnormality_auc``, ``anatomy_top1``; with ``site_b`` (a second
-    site's validation split), ``site_b_macro_auc``. ``families`` are the prompt families of the
+    and at the one picked on the training split), ``per_abnormality_auc``, ``anatomy_top1``; with
+    ``site_b`` (a second site's validation split), ``site_b_macro_auc`` and ``site_b_minus_a``
+    (the change of macro AUC over the 18 CT-RATE findings, the ones site B labels). ``families`` are the prompt families of the
     robustness spread (default: the built-in ones).
     """
     split = as_embedded(model, valid)
@@ -68,9 +69,10 @@ def claim_metrics(
     collapse = collapse_stats(split)
     extra = {"anatomy_top1": anatomy_recognition(model, split)["top1"]}
     if site_b is not None:
-        extra["site_b_macro_auc"] = zero_shot_detection(model, as_embedded(model, site_b)).macro[
-            "auc"
-        ]
+        transfer = zero_shot_detection(model, as_embedded(model, site_b))
+        extra["site_b_macro_auc"] = transfer.macro["auc"]
+        # site B labels only the 18 CT-RATE findings: compare like with like
+        extra["site_b_minus_a"] = transfer.macro_ct_rate["auc"] - detection.macro_ct_rate["auc"]
     return extra | {
         "cross_anatomy_text_cos_mean": collapse["across"]["mean"],
         "cross_anatomy_text_cos_std": collapse["across"]["std"],

@@ -9,8 +9,12 @@ import math
 import pytest
 from helpers_train import FROZEN_MODEL, tiny_config
 
+from cagcl_mini.data.dataset import CTReportDataset
+from cagcl_mini.evaluation.embed import as_embedded
+from cagcl_mini.evaluation.zero_shot import zero_shot_detection
 from cagcl_mini.experiments import ablations, claims
 from cagcl_mini.phantom.build import make_dataset
+from cagcl_mini.phantom.plan import PhantomSpec
 from cagcl_mini.train import loop as train_mod
 from cagcl_mini.train.log import read_log
 from cagcl_mini.train.setup import dataset_for, model_for
@@ -138,3 +142,17 @@ def test_ablations_train_each_setting_and_reuse_the_claims_runs(tiny_data, tmp_p
     assert "disease" in logged[0] and math.isfinite(logged[-1]["disease"])
     diff = disease["vs_reference"]["cagcl+disease"]
     assert {"macro_auc", "cross_anatomy_text_cos_mean", "prompt_auc_std"} <= set(diff)
+
+
+def test_claim_metrics_compare_site_b_on_the_findings_it_labels(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, None, model=FROZEN_MODEL)
+    site_b_root = make_dataset(
+        tmp_path / "b", PhantomSpec(2, 6, 32, 0, site="B"), workers=1, progress=False
+    )
+    model = model_for(config, seed=3)
+    site_b = CTReportDataset(site_b_root, "valid", size=32)
+    metrics = claims.claim_metrics(model, dataset_for(config, "valid"), site_b=site_b)
+    transfer = zero_shot_detection(model, as_embedded(model, site_b))
+    assert metrics["site_b_macro_auc"] == pytest.approx(transfer.macro["auc"], nan_ok=True)
+    expected = transfer.macro_ct_rate["auc"] - metrics["macro_auc_ct_rate"]
+    assert metrics["site_b_minus_a"] == pytest.approx(expected, nan_ok=True)
