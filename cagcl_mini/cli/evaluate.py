@@ -90,12 +90,10 @@ def _prompt_families(
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """(model, TrainConfig) of the checkpoint, or an untrained model of ``--config``."""
-    from cagcl_mini.train.config import resolve_config  # heavy: torch and MONAI (cli docstring)
+    from cagcl_mini.train.config import resolve_config  # heavy: torch (cli docstring)
     from cagcl_mini.train.setup import load_model, model_for
 
     if args.checkpoint is not None:
-        if not args.checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
         return load_model(args.checkpoint)
     config = resolve_config(args.config)
     return model_for(config, seed=args.seed), config
@@ -106,8 +104,6 @@ def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
 
     from cagcl_mini.train.setup import dataset_for
 
-    if args.data is not None and not Path(args.data).exists():
-        raise FileNotFoundError(f"dataset root {args.data} does not exist")
     splits = [args.split] + ([] if args.no_honest or args.split == "train" else ["train"])
     out = []
     for split in splits:
@@ -130,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation; the exit status. A missing or unreadable input raises, and
     :func:`cagcl_mini.cli.main.main` prints it as one line (exit status 2)."""
     family, families, from_file = _prompt_families(args)
+    if args.checkpoint is not None and not args.checkpoint.is_file():  # before the heavy imports
+        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+    if args.data is not None and not Path(args.data).exists():
+        raise FileNotFoundError(f"dataset root {args.data} does not exist")
 
     from cagcl_mini.evaluation.evaluate import evaluate_model, format_report  # heavy (see above)
     from cagcl_mini.fileio import write_json

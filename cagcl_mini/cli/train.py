@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ``TrainConfig`` named by ``--config`` with the command line's overrides applied."""
-    from cagcl_mini.train.config import TrainConfig, resolve_config  # heavy: torch, MONAI
+    from cagcl_mini.train.config import TrainConfig, resolve_config  # torch, not MONAI
 
     config = resolve_config(args.config)
     changes = {
@@ -74,10 +74,7 @@ def resume_command(argv: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cagcl_mini.train import distributed  # heavy: torch and MONAI (cli docstring)
-    from cagcl_mini.train.loop import TrainingInterrupted, fit
-
-    config = config_from_args(args)
+    config = config_from_args(args)  # every value checked before the heavy imports below
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
@@ -85,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--resume continues the run in --out and --overwrite replaces it: pick one"
         )
+    config.check_runnable()
+    from cagcl_mini.train import distributed  # heavy: torch and MONAI (cli docstring)
+    from cagcl_mini.train.loop import TrainingInterrupted, fit
+
     try:
         result = fit(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:

@@ -29,7 +29,7 @@ from pydantic.dataclasses import dataclass
 from cagcl_mini import paths
 from cagcl_mini.fileio import atomic_write_text
 from cagcl_mini.losses.objective import PRESET_AUGMENT, resolve_weights
-from cagcl_mini.nn.model import ModelConfig
+from cagcl_mini.nn.config import ModelConfig
 from cagcl_mini.phantom.plan import PhantomSpec
 from cagcl_mini.train.presets import PRESETS
 
@@ -136,6 +136,17 @@ class TrainConfig:
         except ValidationError as exc:
             raise ValueError(describe_validation_error(exc, prefix="model.")) from None
         self.model = {key: getattr(checked, key) for key in self.model}
+
+    def check_runnable(self) -> None:
+        """What a run needs beyond valid fields: an existing ``data_root``, and on the phantom a
+        training split that holds one batch. Cheap, so the CLI checks it before heavy imports."""
+        if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
+            raise FileNotFoundError(f"dataset root {self.data_root} does not exist (data_root)")
+        if self.data_root is None and self.n_train < self.batch_size:
+            raise ValueError(
+                f"the phantom's train split would hold {self.n_train} volumes (n_train), fewer "
+                f"than one batch (batch_size {self.batch_size})"
+            )
 
     # ------------------------------------------------------------------ derived values
     def loss_weights(self) -> dict[str, float]:

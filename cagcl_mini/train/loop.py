@@ -115,13 +115,7 @@ def fit(
     config = resolve_config(config)
     if stop_after is not None and int(stop_after) < 1:
         raise ValueError(f"stop_after must be >= 1 optimiser step, got {stop_after}")
-    if config.data_root is not None and not Path(config.data_root).expanduser().is_dir():
-        raise FileNotFoundError(f"dataset root {config.data_root} does not exist (data_root)")
-    if config.data_root is None and config.n_train < config.batch_size:
-        raise ValueError(
-            f"the phantom's train split would hold {config.n_train} volumes (n_train), fewer "
-            f"than one batch (batch_size {config.batch_size})"
-        )
+    config.check_runnable()
     out_dir = config.run_dir()
     created = _check_writable(out_dir)
     device = pick_device(config.device)
