@@ -138,7 +138,8 @@ def test_ablations_train_each_setting_and_reuse_the_claims_runs(tiny_data, tmp_p
     assert set(disease["settings"]) == {"cagcl", "cagcl+disease"}
     # the claims' ctglip and cagcl runs are reused: only the new settings train
     assert len(trained) == 3 and all("-custom-" in n or "-ctglip-" in n for n in trained)
-    logged = read_log(next(folder.glob("*-custom-*")) / "log.jsonl")
+    (run_dir,) = [p for p in folder.glob("*-custom-*") if p.is_dir()]
+    logged = read_log(run_dir / "log.jsonl")
     assert "disease" in logged[0] and math.isfinite(logged[-1]["disease"])
     diff = disease["vs_reference"]["cagcl+disease"]
     assert {"macro_auc", "cross_anatomy_text_cos_mean", "prompt_auc_std"} <= set(diff)
