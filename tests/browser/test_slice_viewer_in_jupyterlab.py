@@ -90,6 +90,25 @@ def lab(tmp_path_factory):
     log.close()
 
 
+def _run_all_cells(page, tries: int = 3) -> None:
+    """Run > Run All Cells, until the first code cell starts. On a loaded machine a click that
+    lands while the kernel connection is still settling can be lost (the cells stay ``[ ]``)."""
+    first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
+    for attempt in range(tries):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(
+                "(el) => /\\[(\\*|\\d+)\\]/.test(el.textContent)",
+                arg=first_prompt.element_handle(),
+                timeout=90_000,
+            )
+            return
+        except playwright_api.TimeoutError:
+            if attempt == tries - 1:
+                raise
+
+
 def _viewer_src(page) -> str:
     img = page.locator(".jp-OutputArea-output .widget-vbox img").first
     img.wait_for(state="visible", timeout=60_000)
@@ -112,8 +131,7 @@ def test_notebook_00_runs_and_its_slice_viewer_draws_and_follows_every_slider(la
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
             timeout=120_000
         )
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        _run_all_cells(page)
         n = page.locator(".jp-Notebook .jp-CodeCell").count()
         if n <= 5:
             page.screenshot(path=str(lab_dir / "lab.png"))
