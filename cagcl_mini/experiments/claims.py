@@ -57,8 +57,8 @@ def claim_metrics(
     Keys: ``cross_anatomy_text_cos_mean`` / ``_std`` / ``share_above_0.9``,
     ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
-    ``macro_auc_ct_rate``, ``macro_f1`` / ``macro_honest_f1`` (weighted F1 at the fVLM threshold
-    and at the one picked on the training split), ``per_abnormality_auc``, ``anatomy_top1``; with
+    ``macro_auc_ct_rate``, ``macro_f1`` (weighted F1 at the threshold closest to the ROC corner,
+    as fVLM and CT-CLIP pick it), ``per_abnormality_auc``, ``anatomy_top1``; with
     ``site_b`` (a second site's validation split), ``site_b_macro_auc`` and ``site_b_minus_a``
     (the change of macro AUC over the 18 CT-RATE findings, the ones site B labels). ``families`` are the prompt families of the
     robustness spread (default: the built-in ones).
@@ -85,7 +85,6 @@ def claim_metrics(
         "macro_auc": detection.macro["auc"],
         "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
         "macro_f1": detection.macro["f1_weighted"],
-        "macro_honest_f1": detection.macro.get("honest_f1_weighted", math.nan),
         "per_abnormality_auc": {
             n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()
         },
