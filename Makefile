@@ -42,19 +42,28 @@ tutorial: $(STAMP)
 	$(BIN)/cagcl-mini make-data
 	$(BIN)/cagcl-mini notebooks --out runs/tutorial
 
-test: system-deps imports unit nbval
+# `make test`: the import contracts, then the unit tests and nbval over every notebook in one
+# pytest run spread over every core (pytest-xdist; a file, so a notebook's cells, stays on one
+# worker; one torch thread per worker). The notebooks go first: they are the longest files.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadfile
+NBVAL = --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+test: system-deps imports
+	tmp=$$(mktemp -d) && CAGCL_MINI_HOME=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q \
+		-p no:cacheprovider $(XDIST) $(NBVAL) notebooks/ tests ; \
+		rc=$$?; rm -rf $$tmp; exit $$rc
 
 # The layer contracts of pyproject.toml ([tool.importlinter]): no upward imports, no cycles.
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) tests
 
 # nbval executes every notebook top to bottom in a fresh cache (lax: errors and asserts fail).
 nbval: $(STAMP)
-	tmp=$$(mktemp -d) && CAGCL_MINI_HOME=$$tmp $(BIN)/python -m pytest -q -p no:cacheprovider \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/ ; \
+	tmp=$$(mktemp -d) && CAGCL_MINI_HOME=$$tmp OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q \
+		-p no:cacheprovider $(XDIST) $(NBVAL) notebooks/ ; \
 		rc=$$?; rm -rf $$tmp; exit $$rc
 
 # JupyterLab in a real headless browser: notebook 00 runs and its slice viewer draws (also in `unit`).
