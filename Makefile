@@ -71,8 +71,12 @@ browser-test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -rs tests/browser
 
 # Containers and course servers often run as root; JupyterLab refuses that without --allow-root.
+# The contents manager gives each notebook the installed kernel's language_info, so opening one
+# does not mark it modified (cagcl_mini/tutorial/lab.py).
+LAB_CONTENTS = --ServerApp.contents_manager_class=cagcl_mini.tutorial.lab.TutorialContentsManager
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_CONTENTS) \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: imports
 	$(BIN)/ruff check cagcl_mini data_download tests

@@ -36,6 +36,14 @@ NOTEBOOK = "00_data_tour.ipynb"
 RUN_TIMEOUT_MS = 600_000
 
 
+def _make_lab_contents_flag() -> str:
+    """The contents-manager flag ``make lab`` passes (read from the Makefile, so they agree)."""
+    for line in (REPO / "Makefile").read_text(encoding="utf-8").splitlines():
+        if line.startswith("LAB_CONTENTS = "):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("the Makefile defines no LAB_CONTENTS for `make lab`")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +72,7 @@ def lab(tmp_path_factory):
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root / 'notebooks'}",
         "--ServerApp.port_retries=0", "--LabApp.news_url=None", "--LabApp.check_for_updates_class="
-        "jupyterlab.NeverCheckForUpdate",
+        "jupyterlab.NeverCheckForUpdate", _make_lab_contents_flag(),
     ]  # fmt: skip
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -130,6 +138,11 @@ def test_notebook_00_runs_and_its_slice_viewer_draws_and_follows_every_slider(la
         )
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
             timeout=120_000
+        )
+        page.wait_for_timeout(3_000)  # the kernel's language_info reaches the model by now
+        tab = page.locator(".lm-TabBar-tab.jp-mod-current")
+        assert "jp-mod-dirty" not in (tab.get_attribute("class") or ""), (
+            "opening the notebook marked it modified"
         )
         _run_all_cells(page)
         n = page.locator(".jp-Notebook .jp-CodeCell").count()
