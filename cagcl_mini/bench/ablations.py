@@ -13,17 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from cagcl_mini.anatomy import prompt_family_names
-from cagcl_mini.evaluation.prompts import load_prompts
+from cagcl_mini.bench.claims import base_config, prompt_families, run_details
 from cagcl_mini.experiments.ablations import (
     ABLATION_SEEDS,
     DISEASE_WEIGHT,
     dictionary_scale,
     disease_supervision,
 )
-from cagcl_mini.train.config import TrainConfig, resolve_config
+from cagcl_mini.train.config import TrainConfig
 
 ABLATIONS: tuple[str, ...] = ("dictionary", "disease")
 
@@ -44,12 +41,8 @@ def benchmark(
     if unknown:
         raise ValueError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
     t0 = time.perf_counter()
-    base = resolve_config(base).with_steps(steps)
-    if difficulty is not None:
-        base = base.replace(data_difficulty=difficulty)
-    families = None
-    if prompts is not None:
-        families = [*prompt_family_names(), *load_prompts(prompts).values()]
+    base = base_config(base, steps, difficulty)
+    families = prompt_families(prompts)
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cagcl-ablations-") as tmp:
         folder = out if out is not None else tmp
@@ -59,9 +52,4 @@ def benchmark(
             result["disease"] = disease_supervision(
                 seeds, base, weight, out=folder, families=families
             )
-    result["config"] = {k: v for k, v in base.to_dict().items() if k not in ("loss_preset", "seed")}
-    result["seeds"] = seeds
-    result["prompts"] = None if prompts is None else str(prompts)
-    result["threads"] = torch.get_num_threads()
-    result["wall_seconds"] = time.perf_counter() - t0
-    return result
+    return result | run_details(base, seeds, prompts, t0)

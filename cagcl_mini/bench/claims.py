@@ -21,6 +21,36 @@ from cagcl_mini.experiments.claims import SEEDS, compare_presets
 from cagcl_mini.train.config import TrainConfig, resolve_config
 
 
+def base_config(
+    base: str | TrainConfig, steps: int | None = None, difficulty: str | None = None
+) -> TrainConfig:
+    """``base`` with ``steps`` optimiser steps (warmup scaled with it) and the phantom's
+    ``difficulty``, each when given."""
+    config = resolve_config(base).with_steps(steps)
+    return config if difficulty is None else config.replace(data_difficulty=difficulty)
+
+
+def prompt_families(prompts: str | Path | None) -> list | None:
+    """The built-in prompt families plus those of a prompt file (None: the built-in ones)."""
+    if prompts is None:
+        return None
+    return [*prompt_family_names(), *load_prompts(prompts).values()]
+
+
+def run_details(
+    base: TrainConfig, seeds: int, prompts: str | Path | None, t0: float
+) -> dict[str, Any]:
+    """What a seeded bench ran with: the config (less preset and seed), seeds, prompt file,
+    threads, and the wall time since ``t0``."""
+    return {
+        "config": {k: v for k, v in base.to_dict().items() if k not in ("loss_preset", "seed")},
+        "seeds": seeds,
+        "prompts": None if prompts is None else str(prompts),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+
+
 def benchmark(
     seeds: int = SEEDS,
     out: str | Path | None = None,
@@ -33,19 +63,9 @@ def benchmark(
     ``difficulty`` the phantom's, and ``prompts`` (a prompt file) adds its families to claim b's
     spread (:mod:`cagcl_mini.evaluation.prompts`)."""
     t0 = time.perf_counter()
-    base = resolve_config(base).with_steps(steps)
-    if difficulty is not None:
-        base = base.replace(data_difficulty=difficulty)
-    families = None
-    if prompts is not None:
-        families = [*prompt_family_names(), *load_prompts(prompts).values()]
+    base = base_config(base, steps, difficulty)
     with tempfile.TemporaryDirectory(prefix="cagcl-claims-") as tmp:
         result = compare_presets(
-            seeds, base=base, out=out if out is not None else tmp, families=families
+            seeds, base=base, out=out if out is not None else tmp, families=prompt_families(prompts)
         )
-    result["config"] = {k: v for k, v in base.to_dict().items() if k not in ("loss_preset", "seed")}
-    result["seeds"] = seeds
-    result["prompts"] = None if prompts is None else str(prompts)
-    result["threads"] = torch.get_num_threads()
-    result["wall_seconds"] = time.perf_counter() - t0
-    return result
+    return result | run_details(base, seeds, prompts, t0)

@@ -9,6 +9,8 @@ import math
 import pytest
 from helpers_train import FROZEN_MODEL, tiny_config
 
+from cagcl_mini.bench import ablations as bench_ablations
+from cagcl_mini.bench import claims as bench_claims
 from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.evaluation.embed import as_embedded
 from cagcl_mini.evaluation.zero_shot import zero_shot_detection
@@ -157,3 +159,17 @@ def test_claim_metrics_compare_site_b_on_the_findings_it_labels(tiny_data, tmp_p
     assert metrics["site_b_macro_auc"] == pytest.approx(transfer.macro["auc"], nan_ok=True)
     expected = transfer.macro_ct_rate["auc"] - metrics["macro_auc_ct_rate"]
     assert metrics["site_b_minus_a"] == pytest.approx(expected, nan_ok=True)
+
+
+def test_the_bench_wrappers_share_a_folder_and_report_what_they_ran(tiny_data, tmp_path):
+    base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
+    folder = tmp_path / "runs"
+    result = bench_claims.benchmark(seeds=1, out=folder, base=base, steps=3)
+    assert result["config"]["steps"] == 3 and result["seeds"] == 1 and result["prompts"] is None
+    assert result["claims"]["n_seeds"] == 1 and result["wall_seconds"] > 0
+    ablation = bench_ablations.benchmark(which=["disease"], seeds=1, out=folder, base=base, steps=3)
+    assert set(ablation) >= {"disease", "config", "wall_seconds"} and "dictionary" not in ablation
+    reference = ablation["disease"]["settings"]["cagcl"]["per_seed"]["macro_auc"]
+    assert reference == pytest.approx(result["cagcl"]["per_seed"]["macro_auc"], nan_ok=True)
+    with pytest.raises(ValueError, match="unknown ablation 'dictionry'"):
+        bench_ablations.benchmark(which=["dictionry"], base=base)
