@@ -24,7 +24,7 @@ from typing import Any
 
 from cagcl_mini.evaluation.prompts import PromptFamily
 from cagcl_mini.evaluation.uncertainty import t_interval
-from cagcl_mini.experiments.claims import aggregate, score_run, without_tables
+from cagcl_mini.experiments.claims import aggregate, score_run, seed_list, without_tables
 from cagcl_mini.losses.objective import LOSS_PRESETS
 from cagcl_mini.train.config import TrainConfig, resolve_config
 
@@ -39,13 +39,6 @@ COMPARED: tuple[str, ...] = (
     "cross_anatomy_text_cos_mean",
     "anatomy_top1",
 )
-
-
-def _seeds(seeds: int | Sequence[int]) -> list[int]:
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("an ablation needs at least one seed")
-    return seed_list
 
 
 def paired_differences(
@@ -75,7 +68,7 @@ def _run_settings(
     progress: bool,
 ) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
-    for seed in _seeds(seeds):
+    for seed in seed_list(seeds):
         for name, config in settings.items():
             runs[name].append(score_run(config.replace(seed=seed), out, families, False, progress))
     return {

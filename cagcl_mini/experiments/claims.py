@@ -170,6 +170,14 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """``range(seeds)`` for a count, else the given seeds; at least one."""
+    out = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not out:
+        raise ValueError("at least one seed is needed")
+    return out
+
+
 def score_run(
     config: TrainConfig,
     out: str | Path | None = None,
@@ -221,11 +229,8 @@ def compare_presets(
     training and evaluation seconds) and ``claims`` (:func:`verdicts`).
     """
     base = resolve_config(base)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("compare_presets needs at least one seed")
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
-    for seed in seed_list:
+    for seed in seed_list(seeds):
         for name in presets:
             config = base.replace(loss_preset=name, seed=seed)
             runs[name].append(score_run(config, out, families, site_b, progress))
