@@ -116,7 +116,7 @@ def test_unknown_parameter_is_rejected_before_running(tmp_path):
         run_notebooks(folder=folder, out_dir=tmp_path / "run", parameters={"typo_param": 3})
 
 
-def test_cli_runs_notebook_00_with_an_injected_parameter(tmp_path):
+def test_cli_runs_notebook_00_with_an_injected_parameter(tmp_path, capfd):
     if not (NOTEBOOKS / "00_data_tour.ipynb").exists():
         pytest.skip("notebook 00 is not written yet")
     out = tmp_path / "run"
@@ -124,6 +124,7 @@ def test_cli_runs_notebook_00_with_an_injected_parameter(tmp_path):
         ["notebooks", "--only", "00", "--out", str(out), "-p", "n_train=14", "-p", "n_valid=6"]
     )
     assert rc == 0
+    assert "without encryption" not in capfd.readouterr().err  # the kernel runs over ipc
     summary = json.loads((out / "summary.json").read_text())
     assert [e["name"] for e in summary["notebooks"]] == ["00_data_tour"]
     assert summary["notebooks"][0]["parameters"] == {"n_train": 14, "n_valid": 6}

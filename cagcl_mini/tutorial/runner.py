@@ -19,8 +19,10 @@ from typing import Any
 
 import nbformat
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
+from traitlets import default
 
 from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
@@ -80,6 +82,16 @@ def _check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None
         )
 
 
+class LocalKernelManager(AsyncKernelManager):
+    """A kernel on this machine talks over Unix sockets (``ipc``), not TCP: nothing listens on
+    a port, and ipykernel has no "running over TCP without encryption" warning to print into
+    every notebook's run."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc" if os.name == "posix" else "tcp"
+
+
 def run_notebooks(
     only: list[str] | None = None,
     out_dir: Path | None = None,
@@ -118,6 +130,7 @@ def run_notebooks(
                 cwd=str(folder),
                 progress_bar=False,
                 execution_timeout=cell_timeout,
+                kernel_manager_class=LocalKernelManager,
             )
             entry["status"] = "ok"
         except PapermillExecutionError as err:
