@@ -34,14 +34,16 @@ def benchmark(
     difficulty: str | None = None,
     prompts: str | Path | None = None,
     weight: float = DISEASE_WEIGHT,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``{"dictionary": ..., "disease": ...}`` for the ablations in ``which``; ``steps``,
-    ``difficulty`` and ``prompts`` as in ``bench claims``, ``weight`` the disease term's."""
+    ``difficulty``, ``prompts`` and ``overrides`` as in ``bench claims``, ``weight`` the disease
+    term's."""
     unknown = sorted(set(which) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
     t0 = time.perf_counter()
-    base = base_config(base, steps, difficulty)
+    base = base_config(base, steps, difficulty, overrides)
     families = prompt_families(prompts)
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cagcl-ablations-") as tmp:

@@ -22,11 +22,17 @@ from cagcl_mini.train.config import TrainConfig, resolve_config
 
 
 def base_config(
-    base: str | TrainConfig, steps: int | None = None, difficulty: str | None = None
+    base: str | TrainConfig,
+    steps: int | None = None,
+    difficulty: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> TrainConfig:
-    """``base`` with ``steps`` optimiser steps (warmup scaled with it) and the phantom's
-    ``difficulty``, each when given."""
-    config = resolve_config(base).with_steps(steps)
+    """``base`` with ``key=value`` ``overrides`` (as ``cagcl-mini train --set``), ``steps``
+    optimiser steps (warmup scaled with it) and the phantom's ``difficulty``, each when given."""
+    config = resolve_config(base)
+    if overrides:
+        config = config.with_overrides(list(overrides))
+    config = config.with_steps(steps)
     return config if difficulty is None else config.replace(data_difficulty=difficulty)
 
 
@@ -58,12 +64,14 @@ def benchmark(
     steps: int | None = None,
     difficulty: str | None = None,
     prompts: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The claims' figures; ``steps`` replaces the budget of ``base`` (warmup scaled with it),
-    ``difficulty`` the phantom's, and ``prompts`` (a prompt file) adds its families to claim b's
-    spread (:mod:`cagcl_mini.evaluation.prompts`)."""
+    ``difficulty`` the phantom's, ``overrides`` (``key=value``) any other field of the config, and
+    ``prompts`` (a prompt file) adds its families to claim b's spread
+    (:mod:`cagcl_mini.evaluation.prompts`)."""
     t0 = time.perf_counter()
-    base = base_config(base, steps, difficulty)
+    base = base_config(base, steps, difficulty, overrides)
     with tempfile.TemporaryDirectory(prefix="cagcl-claims-") as tmp:
         result = compare_presets(
             seeds, base=base, out=out if out is not None else tmp, families=prompt_families(prompts)

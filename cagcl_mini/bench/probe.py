@@ -64,7 +64,9 @@ def benchmark(
     rows = {name: zero_shot_row(m, train_set, valid_set, seed) for name, m in models.items()}
     return {
         "models": rows,
-        "supervised": supervised_probe(config, seed=seed, progress=False),
+        "supervised": supervised_probe(
+            config, seed=seed, progress=False, site_b=config.data_root is None
+        ),
         "intensity": intensity_probe([train_set, valid_set]),
         "config": config.name,
         "difficulty": config.data_difficulty,

@@ -114,7 +114,7 @@ def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
     model = model_for(config, for_training=True)
     sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
     batch = collate([dataset[i] for i in sampler.global_batch(0)])
-    objective = Objective.of(config)
+    objective = Objective.of(config, dataset)
     step_losses(model, batch, objective)  # fills the text caches, as in steady state
     with FlopCounterMode(display=False) as counter:
         step_losses(model, batch, objective)["total"].backward()
@@ -145,7 +145,7 @@ def step_times(config: TrainConfig, cached: bool, steps: int) -> list[float]:
         with torch.no_grad():
             every = {t for i in range(len(dataset)) for t in dataset.anatomy_texts(i)[0] if t}
             model.encode_text(sorted(every))
-    objective = Objective.of(config)
+    objective = Objective.of(config, dataset)
     optimizer = torch.optim.AdamW(param_groups(model, config))
     sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
     times = []

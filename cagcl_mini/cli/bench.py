@@ -44,21 +44,32 @@ def _train(args: argparse.Namespace) -> dict:
     return train.run_train_bench(repeats=args.repeats, out=args.out)
 
 
+def _check_overrides(args: argparse.Namespace) -> None:
+    """A bad ``--set`` fails before the heavy imports, naming the field."""
+    if args.set:
+        from cagcl_mini.train.config import resolve_config
+
+        resolve_config("cpu-quick").with_overrides(args.set)
+
+
 def _claims(args: argparse.Namespace) -> dict:
+    _check_overrides(args)
     from cagcl_mini.bench import claims  # heavy (cli docstring)
 
     return claims.benchmark(
         seeds=args.seeds, out=args.out, steps=args.steps, difficulty=args.difficulty,
-        prompts=args.prompts,
+        prompts=args.prompts, overrides=args.set,
     )  # fmt: skip
 
 
 def _ablations(args: argparse.Namespace) -> dict:
+    _check_overrides(args)
     from cagcl_mini.bench import ablations  # heavy (cli docstring)
 
     return ablations.benchmark(
         which=args.which, seeds=args.seeds, out=args.out, steps=args.steps,
         difficulty=args.difficulty, prompts=args.prompts, weight=args.weight,
+        overrides=args.set,
     )  # fmt: skip
 
 
@@ -85,7 +96,7 @@ def _localisation(args: argparse.Namespace) -> dict:
 
     return localisation.benchmark(
         args.config, steps=args.steps, seed=args.seed, head_steps=args.head_steps,
-        n_bootstrap=args.bootstrap,
+        n_bootstrap=args.bootstrap, term_weight=args.term_weight,
     )  # fmt: skip
 
 
@@ -110,12 +121,12 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "claims": (
         "the CA-GCL claims, fvlm vs cagcl over seeds",
         _claims,
-        ("claim_seeds", "steps", "difficulty", "prompts", "out"),
+        ("claim_seeds", "steps", "difficulty", "prompts", "set", "out"),
     ),
     "ablations": (
         "CT-GLIP dictionary scale and prompt-based disease supervision",
         _ablations,
-        ("which", "ablation_seeds", "steps", "difficulty", "prompts", "weight", "out"),
+        ("which", "ablation_seeds", "steps", "difficulty", "prompts", "weight", "set", "out"),
     ),
     "probe": (
         "zero-shot AUC next to its supervised bounds",
@@ -130,7 +141,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "localisation": (
         "snippet localisation error (mm) against two baselines",
         _localisation,
-        ("config", "steps", "seed", "head_steps", "bootstrap"),
+        ("config", "steps", "seed", "head_steps", "bootstrap", "term_weight"),
     ),
     "segmentation": (
         "segmentation transfer: scratch vs fvlm vs cagcl encoders",
@@ -203,6 +214,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--head-steps",),
         {"type": int, "default": 300, "help": "steps that train each localisation head"},
     ),
+    "term_weight": (
+        ("--term-weight",),
+        {
+            "type": float,
+            "default": 1.0,
+            "help": "weight of the localisation term in the cagcl+localisation run (0: no run)",
+        },
+    ),
     "finding": (
         ("--finding",),
         {"default": "effusion", "help": "the masked finding to segment (default: effusion)"},
@@ -210,6 +229,15 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "labelled": (
         ("--labelled",),
         {"type": int, "nargs": "+", "default": [10, 30], "help": "labelled training volumes"},
+    ),
+    "set": (
+        ("--set",),
+        {
+            "action": "append",
+            "default": [],
+            "metavar": "KEY=VALUE",
+            "help": "change a training config field, as in 'cagcl-mini train' (repeatable)",
+        },
     ),
     "out": (
         ("--out",),

@@ -3,8 +3,8 @@
 Radiologists cite the slice that shows a finding ("(series 2, image 37)"); arXiv 2603.02026 mines
 262k such (snippet, slice) pairs and trains a head to predict the slice. Here:
 
-1. :func:`mine_pairs`: the pairs of one split, from its reports (``Findings_EN``,
-   :func:`cagcl_mini.text.citations.mine_citations`). "image N" counts the stored volume's slices
+1. :func:`~cagcl_mini.data.citations.mine_pairs`: the pairs of one split, from its reports
+   (``Findings_EN``, :func:`cagcl_mini.text.citations.mine_citations`). "image N" counts the stored volume's slices
    along its axis 2, 1-based; the target is that slice's centre as a fraction of the RAS+ superior
    axis, ``(N - 0.5) / Z`` (flipped when the stored axis 2 points inferior), and an error of one
    axis fraction is ``Z * ZSpacing`` mm (the metadata's spacing).
@@ -12,6 +12,9 @@ Radiologists cite the slice that shows a finding ("(series 2, image 37)"); arXiv
    frozen: per-slice image features (:func:`~cagcl_mini.nn.localisation.slice_features`) and the
    snippet's text embedding feed a :class:`~cagcl_mini.nn.localisation.LocalisationHead` trained
    on the training pairs (L1 on the position fraction).
+   A model pretrained *with* the localisation term (:data:`TERM_PRESET`, the optional term of
+   :mod:`cagcl_mini.losses.terms`) is scored both ways: a post-hoc head on its frozen features,
+   like the others, and the head pretraining trained beside it (``own_head``).
 3. On the validation pairs: mean absolute error in mm with its 95 % bootstrap interval over pairs
    (:func:`~cagcl_mini.evaluation.uncertainty.bootstrap_statistic`), beside two baselines that
    need no training: the z centroid of the snippet's anatomy in the volume's own label map (the
@@ -26,106 +29,45 @@ localisation`` call.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from cagcl_mini.anatomy import ANATOMY_NAMES
+from cagcl_mini.data.citations import LocalisationPairs, mine_pairs
 from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP, bootstrap_statistic
+from cagcl_mini.losses.objective import LOSS_PRESETS
 from cagcl_mini.nn.localisation import LocalisationHead, localisation_loss, slice_features
 from cagcl_mini.nn.model import AnatomyCLIP
-from cagcl_mini.text.citations import mine_citations
-from cagcl_mini.text.reports import route_sentence
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.loop import trained_model
 from cagcl_mini.train.setup import dataset_for
 
 PRESETS: tuple[str, ...] = ("fvlm", "cagcl", "ctglip")
+# cagcl pretrained with the localisation term added (losses.terms.snippet_localisation_loss)
+TERM_PRESET = "cagcl+localisation"
+TERM_WEIGHT = 1.0
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 
 
-@dataclass
-class LocalisationPairs:
-    """The (snippet, slice) pairs of one split, aligned arrays of length N."""
-
-    volume: np.ndarray  # (N,) int: the item index in the dataset
-    ids: list[str]  # volume ids
-    snippets: list[str]  # the cited sentences, citations stripped
-    anatomy: list[str | None]  # the router's anatomy of each snippet
-    image: np.ndarray  # (N,) float: the cited image number (the middle of a range)
-    n_slices: np.ndarray  # (N,) int: slices of the stored volume
-    target: np.ndarray  # (N,) float in [0, 1]: the cited slice's centre on the RAS+ axis
-    extent_mm: np.ndarray  # (N,) float: the axial length of the volume, Z * ZSpacing
-
-    def __len__(self) -> int:
-        return len(self.snippets)
-
-
-def axial_position(image: float, n_slices: int, axcode: str) -> float:
-    """The centre of stored slice ``image`` (1-based) as a fraction of the RAS+ superior axis:
-    ``(image - 0.5) / n_slices``, flipped when the stored axis 2 points inferior (``"I"``)."""
-    fraction = (float(image) - 0.5) / int(n_slices)
-    return 1.0 - fraction if axcode == "I" else fraction
-
-
-def mine_pairs(dataset: CTReportDataset) -> LocalisationPairs:
-    """The cited (snippet, slice) pairs of a split's reports (module docstring, step 1).
-
-    Reads only the NIfTI headers (slice count and orientation). A citation outside the volume's
-    slices (a report citing another series) is left out with one warning per split naming the
-    volumes; a volume whose axis 2 is not axial is an error naming the file.
-    """
-    cols: dict[str, list] = {k: [] for k in ("volume", "ids", "snippets", "anatomy", "image")}
-    cols |= {"n_slices": [], "target": [], "extent_mm": []}
-    outside: list[str] = []
-    for index, rec in enumerate(dataset.records):
-        pairs = mine_citations(rec.findings)
-        if not pairs:
-            continue
-        header = nib.load(rec.image)
-        n_slices = int(header.shape[2])
-        axcode = nib.aff2axcodes(header.affine)[2]
-        if axcode not in ("S", "I"):
-            raise ValueError(
-                f"{rec.image}: array axis 2 points {axcode!r}, expected S or I (axial slices): "
-                '"image N" of a citation counts the slices along axis 2'
-            )
-        for pair in pairs:
-            if not 1 <= pair.centre <= n_slices:
-                outside.append(f"{rec.id} (image {pair.centre:g} of {n_slices})")
-                continue
-            cols["volume"].append(index)
-            cols["ids"].append(rec.id)
-            cols["snippets"].append(pair.snippet)
-            cols["anatomy"].append(route_sentence(pair.snippet))
-            cols["image"].append(float(pair.centre))
-            cols["n_slices"].append(n_slices)
-            cols["target"].append(axial_position(pair.centre, n_slices, axcode))
-            cols["extent_mm"].append(n_slices * float(rec.spacing[2]))
-    if outside:
-        warnings.warn(
-            f"{dataset.split}: {len(outside)} citation(s) outside their volume's slices left out: "
-            + ", ".join(outside[:5]),
-            stacklevel=2,
+def pretraining_config(
+    config: TrainConfig, name: str, term_weight: float = TERM_WEIGHT
+) -> TrainConfig:
+    """The pretraining run of ``name``: a loss preset, or :data:`TERM_PRESET` (cagcl's terms and
+    text augmentation plus the localisation term at ``term_weight``)."""
+    if name != TERM_PRESET:
+        return config.replace(loss_preset=name)
+    if term_weight <= 0:
+        raise ValueError(
+            f"{TERM_PRESET}: the localisation term's weight must be > 0, got {term_weight}"
         )
-    return LocalisationPairs(
-        np.asarray(cols["volume"], int),
-        cols["ids"],
-        cols["snippets"],
-        cols["anatomy"],
-        np.asarray(cols["image"], float),
-        np.asarray(cols["n_slices"], int),
-        np.asarray(cols["target"], float),
-        np.asarray(cols["extent_mm"], float),
-    )
+    weights = {**LOSS_PRESETS["cagcl"], "localisation": float(term_weight)}
+    return config.replace(loss_preset=weights, augment=True)
 
 
 def _require_pairs(pairs: LocalisationPairs, dataset: CTReportDataset) -> None:
@@ -215,6 +157,23 @@ def train_head(
     return head.eval(), losses
 
 
+@torch.no_grad()
+def own_head_positions(
+    model: AnatomyCLIP, pairs: LocalisationPairs, volumes: dict[int, dict[str, Any]]
+) -> np.ndarray:
+    """``(N,)`` positions the pretraining's own localisation head predicts for the pairs (a
+    model trained with the localisation term), without a post-hoc head."""
+    model.eval()
+    out = np.zeros(len(pairs))
+    for i in dict.fromkeys(int(v) for v in pairs.volume):
+        where = np.flatnonzero(pairs.volume == i)
+        features = model.image_features(volumes[i]["image"].to(model.device))
+        rows = torch.zeros(len(where), dtype=torch.long)
+        texts = [pairs.snippets[n] for n in where]
+        out[where] = model.locate_snippets(features, rows, texts).float().cpu().numpy()
+    return out
+
+
 def _mae(errors_mm: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
     """``{"mae_mm", "mae_mm_ci95"}``: the mean and its bootstrap interval over pairs."""
     lo, hi = bootstrap_statistic(
@@ -249,10 +208,13 @@ def run_localisation(
     seed: int = 0,
     n_bootstrap: int = N_BOOTSTRAP,
     examples: int = 0,
+    term_weight: float = TERM_WEIGHT,
 ) -> dict[str, Any]:
     """Snippet localisation for each loss preset against the two baselines (module docstring).
 
     ``steps`` replaces the pretraining steps of ``config``; ``head_steps`` trains each head.
+    A preset named :data:`TERM_PRESET` is cagcl pretrained with the localisation term (weight
+    ``term_weight``); its row also holds ``own_head``, the error of the head pretraining trained.
     Returns ``{preset: {"mae_mm", "mae_mm_ci95", "head_loss"...}, "baselines": {"anatomy_centroid":
     ..., "dataset_mean": ...}, "n_train_pairs", "n_valid_pairs", ...}``; with ``examples`` > 0
     also ``"examples"``: that many validation pairs with their predictions and a coronal slice of
@@ -271,7 +233,7 @@ def run_localisation(
     out: dict[str, Any] = {}
     predictions: dict[str, np.ndarray] = {}
     for name in presets:
-        model = trained_model(config, loss_preset=name)
+        model = trained_model(pretraining_config(config, name, term_weight))
         slices, text = encode_pairs(model, train, train_volumes)
         head, losses = train_head(
             slices, text, torch.as_tensor(train.target, dtype=torch.float32), head_steps, seed=seed
@@ -285,6 +247,11 @@ def run_localisation(
             "head_loss_last": losses[-1],
             "valid_l1": float(localisation_loss(position, valid_t)),
         }
+        if model.localisation_head is not None:
+            own = own_head_positions(model, valid, valid_volumes)
+            out[name]["own_head"] = _mae(
+                np.abs(own - valid.target) * valid.extent_mm, n_bootstrap, seed
+            )
     mean, centroid, fallbacks = baseline_positions(train, valid, anatomy_centroids(valid_volumes))
     out["baselines"] = {
         "anatomy_centroid": _mae(

@@ -18,6 +18,7 @@ from cagcl_mini.losses.terms import (
     local_alignment_loss,
     sigmoid_global_loss,
     sigmoid_local_loss,
+    snippet_localisation_loss,
 )
 
 LOSS_TERMS: dict[str, str] = {
@@ -28,6 +29,7 @@ LOSS_TERMS: dict[str, str] = {
     "sigmoid_local": "SigLIP form of the local loss (sigmoid_local_loss)",
     "sigmoid_global": "SigLIP form of the global loss (sigmoid_global_loss)",
     "disease": "BCE of the zero-shot prompt score against the labels (disease_supervision_loss)",
+    "localisation": "L1 of cited snippets' predicted axial positions (snippet_localisation_loss)",
 }
 LOSS_PRESETS: dict[str, dict[str, float]] = {
     "fvlm": {"local": 1.0},
@@ -38,8 +40,8 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 PRESET_AUGMENT: dict[str, bool] = {"fvlm": False, "ctglip": False, "cagcl": True}
 
 # The keys compute_losses reads (from `embeddings`, else from `batch`). The model's forward returns
-# v, t, present, logit_scale, logit_bias, anatomy_text, dictionary and disease_text; the batch
-# supplies the rest.
+# v, t, present, logit_scale, logit_bias, anatomy_text, dictionary, disease_text and
+# snippet_position; the batch supplies the rest.
 INPUT_KEYS: dict[str, str] = {
     "v": "(B, K, E) normalised visual anatomy embeddings",
     "t": "(B, K, E) normalised embeddings of the descriptions actually encoded",
@@ -56,6 +58,8 @@ INPUT_KEYS: dict[str, str] = {
     "disease_anatomy": "(A,) long anatomy index 0..K-1 of each prompted abnormality",
     "disease_labels": "(B, A) float 0/1 labels of the prompted abnormalities",
     "targets": "optional: (K, B, B) soft pair weights (soft_targets_from_labels) for local/global",
+    "snippet_position": "(P,) predicted axial positions (fractions) of the batch's cited snippets",
+    "snippet_target": "(P,) their cited positions (fractions of the RAS+ superior axis)",
 }
 
 # Inputs with one entry per sample (first axis B, or B lists): under DDP they are gathered across
@@ -95,6 +99,8 @@ def _term(name: str, x: dict) -> Tensor:
         return x.get(key)
 
     texts, targets = get("texts", False), get("targets", False)
+    if name == "localisation":
+        return snippet_localisation_loss(get("snippet_position"), get("snippet_target"))
     if name == "anatomy":
         return anatomy_contrastive_loss(
             get("v"), get("present"), get("anatomy_text"), get("logit_scale")

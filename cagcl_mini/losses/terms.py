@@ -367,3 +367,22 @@ def sigmoid_global_loss(
     x = x + _as_tensor(logit_bias, v)
     y = token_weights(sample, anat, present, abnormal, texts, targets, dt).clamp(max=1.0)
     return F.binary_cross_entropy_with_logits(x, y)
+
+
+def snippet_localisation_loss(position: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error between predicted and cited axial positions (fractions of the axis),
+    over the P cited snippets of a batch; an exact 0 tied to ``position`` when P is 0.
+
+    The optional localisation term of pretraining (arXiv 2603.02026 mines such pairs from the
+    slice citations of reports): the image tower learns per-slice features that a text query can
+    find a finding in.
+    """
+    if position.shape != target.shape or position.dim() != 1:
+        raise ValueError(
+            f"snippet_position and snippet_target must be (P,) alike, got "
+            f"{tuple(position.shape)} and {tuple(target.shape)}"
+        )
+    if not position.numel():
+        return _zero(position)
+    dtype = _dtype(position)
+    return (position.to(dtype) - target.to(position.device, dtype)).abs().mean()

@@ -33,10 +33,13 @@ class ModelConfig:
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
     logit_bias_init: float = -10.0
+    localisation_head: bool = False  # a LocalisationHead for the pretraining's localisation term
 
     def __post_init__(self) -> None:
         if self.text_model is not None:
             self.text_model = str(self.text_model)  # a Path would not load with weights_only
+        if isinstance(self.max_length, int) and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (CLS and SEP tokens), got {self.max_length}")
 
     def to_dict(self) -> dict:
         """Plain dict of builtins (loads with ``torch.load(..., weights_only=True)``)."""

@@ -32,6 +32,7 @@ from torch.profiler import record_function
 
 from cagcl_mini.anatomy import ANATOMIES
 from cagcl_mini.nn.config import ModelConfig
+from cagcl_mini.nn.localisation import LocalisationHead, slice_features
 from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
 from cagcl_mini.nn.text import TextEncoder
 from cagcl_mini.nn.vision import build_vision_encoder
@@ -93,6 +94,9 @@ class AnatomyCLIP(nn.Module):
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.logit_bias_init)))
+        self.localisation_head = (
+            LocalisationHead(channels, cfg.embed_dim) if cfg.localisation_head else None
+        )
 
     @property
     def device(self) -> torch.device:
@@ -110,6 +114,11 @@ class AnatomyCLIP(nn.Module):
     def encode_image(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v (B,K,E) L2-normalised, present (B,K) bool)`` from ``batch["image"]`` and
         ``batch["anatomy"]``; anatomies without a voxel get zero vectors."""
+        v, present, _ = self._encode_image(batch)
+        return v, present
+
+    def _encode_image(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``encode_image``'s ``(v, present)`` and the feature map they were pooled from."""
         image, anatomy = image_and_anatomy(batch, self.device)
         with record_function("vision"):
             features = self.image_features(image)
@@ -121,7 +130,26 @@ class AnatomyCLIP(nn.Module):
                     features, anatomy, self.config.num_anatomies, self.config.min_coverage
                 )
             v = F.normalize(self.visual_proj(pooled), dim=-1)
-        return v * present.unsqueeze(-1).to(v.dtype), present
+        return v * present.unsqueeze(-1).to(v.dtype), present, features
+
+    def locate_snippets_head(self) -> nn.Module:
+        """The localisation head; a ValueError saying how to build one if the model has none."""
+        if self.localisation_head is None:
+            raise ValueError(
+                "this model has no localisation head: build it with "
+                "ModelConfig(localisation_head=True) (the 'localisation' loss term does)"
+            )
+        return self.localisation_head
+
+    def locate_snippets(
+        self, features: torch.Tensor, rows: torch.Tensor, snippets: Sequence[str]
+    ) -> torch.Tensor:
+        """``(P,)`` predicted axial positions (fractions, RAS+) of ``snippets``, each in the
+        volume ``rows[p]`` of a ``(B,C,h,w,d)`` feature map (needs ``localisation_head``)."""
+        head = self.locate_snippets_head()
+        slices = slice_features(features).index_select(0, rows.to(features.device))
+        position, _ = head(slices, self.encode_text(snippets))
+        return position
 
     # ------------------------------------------------------------------ text side
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -177,6 +205,7 @@ class AnatomyCLIP(nn.Module):
         dictionary: Sequence[str] | None = None,
         with_prompts: bool = False,
         disease_prompts: Sequence[str] | None = None,
+        snippets: tuple[torch.Tensor, Sequence[str]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss inputs the model provides, named as :mod:`cagcl_mini.losses.objective`'s
         ``INPUT_KEYS``, in one call (so DistributedDataParallel syncs every gradient):
@@ -186,9 +215,11 @@ class AnatomyCLIP(nn.Module):
         ``logit_scale`` and ``logit_bias``; plus ``dictionary`` (M,E) for the ``dictionary``
         sentences (CT-GLIP's abnormality dictionary) and ``anatomy_text`` (K,E), the anatomy
         prompts, when ``with_prompts``; ``disease_text`` for the ``disease_prompts`` (the disease
-        supervision term). The batch supplies the rest (``abnormal``, ``texts``, labels...).
+        supervision term); ``snippet_position`` (P,) for ``snippets``, ``(rows (P,), texts)``:
+        cited report snippets and the batch row of each one's volume (the localisation term).
+        The batch supplies the rest (``abnormal``, ``texts``, labels...).
         """
-        v, in_volume = self.encode_image(batch)
+        v, in_volume, features = self._encode_image(batch)
         texts = batch["texts"] if texts is None else texts
         described = torch.tensor(
             [[bool(t) for t in row] for row in texts], dtype=torch.bool, device=self.device
@@ -208,6 +239,13 @@ class AnatomyCLIP(nn.Module):
             out["anatomy_text"] = self.anatomy_prompt_embeddings()
         if disease_prompts is not None:
             out["disease_text"] = self.encode_text(disease_prompts)
+        if snippets is not None:
+            rows, snippet_texts = snippets
+            if len(snippet_texts):
+                out["snippet_position"] = self.locate_snippets(features, rows, snippet_texts)
+            else:  # empty, but tied to the head so backward and DDP still see its parameters
+                head = self.locate_snippets_head()
+                out["snippet_position"] = torch.cat([p.reshape(-1)[:0] for p in head.parameters()])
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -105,13 +105,22 @@ class PhantomSpec:
         return replace(self, **changes)
 
     def params(self) -> dict[str, Any]:
-        """The manifest's record of this spec: its fields, the phantom's version and, for the
-        tutorial difficulty, a fingerprint of its visibility table (so recalibrating rebuilds)."""
+        """The manifest's record of this spec: its fields, the phantom's version and fingerprints
+        of the tables it draws from: the tutorial difficulty's visibility table and another
+        site's dials (so recalibrating either rebuilds)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)} | {"version": PHANTOM_VERSION}
         if self.difficulty == "tutorial":
-            table = json.dumps({k: dataclasses.astuple(v) for k, v in TUTORIAL.items()})
-            out["visibility"] = hashlib.sha256(table.encode()).hexdigest()[:12]
+            out["visibility"] = _fingerprint(
+                {k: dataclasses.astuple(v) for k, v in TUTORIAL.items()}
+            )
+        if self.site != "A":
+            out["site_dials"] = _fingerprint(dataclasses.astuple(get_site(self.site)))
         return out
+
+
+def _fingerprint(table: Any) -> str:
+    """12 hex digits of the SHA-256 of ``table`` as JSON."""
+    return hashlib.sha256(json.dumps(table).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -221,7 +230,7 @@ def plan_case(
     where = get_site(site)
     ss = case_seed(seed, split, pid, site)
     rng = child(ss, STREAM_PLAN)
-    body = body_for(ss, size)
+    body = body_for(ss, size, site)
     specs = [spec_for(ss, name, body, difficulty) for name in choose_findings(rng)]
     intercept = where.intercepts[int(rng.integers(len(where.intercepts)))]
     name = layout.volume_name(split, pid)

@@ -67,9 +67,12 @@ class RenderedVolume:
     finding_map: np.ndarray | None = None  # 0 background, FINDING_MASK_LABELS ids
 
 
-def body_for(seed: SeedLike, size: int) -> Body:
-    """The patient of a seed (cheap: parameters only, no voxels)."""
-    return sample_body(child(seed_sequence(seed), STREAM_BODY), size)
+def body_for(seed: SeedLike, size: int, site: str = "A") -> Body:
+    """The patient of a seed as ``site`` scans it (cheap: parameters only, no voxels)."""
+    ss = seed_sequence(seed)
+    return get_site(site).acquisition(
+        sample_body(child(ss, STREAM_BODY), size), child(ss, STREAM_SITE)
+    )
 
 
 def spec_for(seed: SeedLike, name: str, body: Body, difficulty: str = "tutorial") -> FindingSpec:

@@ -5,8 +5,10 @@ thickness, storage convention and report style; cross-site transfer measures wha
 Site ``A`` is the tutorial's (CT-RATE-like); site ``B`` differs in every way a second hospital
 would, each a documented dial:
 
-- noise and kernel: more quantum noise (``noise_sd``) and a smoother reconstruction kernel
-  (``blur_sigma``), drawn per volume;
+- noise and kernel: a sharp (lung) reconstruction kernel (``blur_sigma`` below site A's) with
+  the quantum noise it lets through (``noise_sd``), drawn per volume;
+- field of view: a larger reconstruction circle (``fov_scale`` times site A's in-plane voxel
+  size), so the same patient fills less of the same matrix and every finding has fewer voxels;
 - thicker slices: every stored slice is a triangular (0.25, 0.5, 0.25) average of three rendered
   slices centred on every second one, so there are half as many slices at twice the spacing (the
   label map keeps the centre slice, so it lines up);
@@ -33,6 +35,7 @@ class Site:
     manufacturer: str
     noise_sd: tuple[float, float] | None = None  # HU range; None: the patient's own draw
     blur_sigma: tuple[float, float] | None = None  # voxels; None: the patient's own draw
+    fov_scale: tuple[float, float] | None = None  # in-plane voxel size factor; None: 1
     slice_factor: int = 1  # rendered slices per stored slice
     hu_offset: tuple[float, float] = (0.0, 0.0)  # calibration offset range (HU)
     intercepts: tuple[int, ...] = (-1024, -8192)  # RescaleIntercept conventions (slope 1)
@@ -48,12 +51,18 @@ class Site:
         return CT_RATE_LABELS if self.labels_only_reports else None
 
     def acquisition(self, body, rng: np.random.Generator):
-        """The patient's body with this site's noise and kernel (unchanged at site A)."""
-        if self.noise_sd is None and self.blur_sigma is None:
+        """The patient's body with this site's noise, kernel and field of view (unchanged at
+        site A)."""
+        if self.noise_sd is None and self.blur_sigma is None and self.fov_scale is None:
             return body
         noise = body.noise_sd if self.noise_sd is None else float(rng.uniform(*self.noise_sd))
         sigma = body.blur_sigma if self.blur_sigma is None else float(rng.uniform(*self.blur_sigma))
-        return replace(body, noise_sd=noise, blur_sigma=sigma)
+        spacing = body.spacing
+        if self.fov_scale is not None:
+            f = float(rng.uniform(*self.fov_scale))
+            xy = round(spacing[0] * f * 256) / 256  # 1/256 mm steps, as the body's own spacing
+            spacing = (xy, xy, spacing[2])
+        return replace(body, noise_sd=noise, blur_sigma=sigma, spacing=spacing)
 
     def offset(self, rng: np.random.Generator) -> float:
         """This volume's calibration offset in HU (0 at site A)."""
@@ -84,8 +93,9 @@ SITES: dict[str, Site] = {
     "B": Site(
         "B",
         "cagcl-mini site B",
-        noise_sd=(28.0, 40.0),
-        blur_sigma=(1.0, 1.3),
+        noise_sd=(40.0, 60.0),
+        blur_sigma=(0.3, 0.45),
+        fov_scale=(1.2, 1.35),
         slice_factor=2,
         hu_offset=(8.0, 20.0),
         intercepts=(0,),

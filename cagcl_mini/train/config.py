@@ -160,8 +160,12 @@ class TrainConfig:
         return isinstance(self.loss_preset, str) and PRESET_AUGMENT.get(self.loss_preset, False)
 
     def model_config(self) -> ModelConfig:
-        """The :class:`cagcl_mini.nn.model.ModelConfig` of this run (errors name unknown keys)."""
-        return ModelConfig.from_dict(self.model)
+        """The :class:`cagcl_mini.nn.model.ModelConfig` of this run (errors name unknown keys);
+        the localisation loss term adds the head it trains."""
+        model = dict(self.model)
+        if "localisation" in self.loss_weights():
+            model["localisation_head"] = True
+        return ModelConfig.from_dict(model)
 
     def phantom_spec(self) -> PhantomSpec:
         """The embedded dataset this run trains on when ``data_root`` is None."""

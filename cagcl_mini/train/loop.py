@@ -247,7 +247,6 @@ class _StopSignals:
 
 
 def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainResult:
-    objective = Objective.of(config)
     accum, steps = config.grad_accum, config.steps
     stop = steps if stop_after is None else min(steps, int(stop_after))
 
@@ -257,6 +256,7 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
             f"the train split of {dataset.dataset_dir} holds {len(dataset)} volumes, fewer than one "
             f"batch (batch_size {config.batch_size})"
         )
+    objective = Objective.of(config, dataset)
     model = model_for(config, for_training=True).to(device)
     if info.enabled and device.type == "cuda":  # batch-norm statistics of the global batch
         # (PyTorch's SyncBatchNorm is CUDA-only: on CPU each process normalises its own slice)

@@ -5,7 +5,7 @@ from the full texts), runs the model, which returns the loss inputs by their los
 (:data:`cagcl_mini.losses.objective.INPUT_KEYS`), adds what the batch holds (``abnormal``, the
 encoded ``texts``, for CT-GLIP's diagnosis term the dictionary's anatomies and the sentences
 that describe each sample's own findings, for the disease term the prompts' anatomies and
-labels), gathers the per-sample inputs across processes and
+labels, for the localisation term the cited positions of the batch's report snippets), gathers the per-sample inputs across processes and
 calls :func:`~cagcl_mini.losses.objective.compute_losses`. The caller runs ``backward``.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch.profiler import record_function
 
+from cagcl_mini.data.citations import mine_pairs, targets_by_volume
+from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.losses.objective import compute_losses
 from cagcl_mini.train.batches import DiagnosisDictionary, DiseasePrompts, augment_texts
 from cagcl_mini.train.config import TrainConfig
@@ -37,12 +39,26 @@ class Objective:
     dictionary: DiagnosisDictionary | None = None
     augment_variants: int | None = None
     disease: DiseasePrompts | None = None
+    # volume id -> its cited (snippet, axial position) pairs, for the localisation term
+    citations: Mapping[str, tuple[tuple[str, float], ...]] | None = None
 
     @classmethod
-    def of(cls, config: TrainConfig) -> Objective:
-        """The objective of a training config (the dictionary and the disease prompts only when
-        a term uses them; an empty dictionary is none)."""
+    def of(cls, config: TrainConfig, dataset: CTReportDataset | None = None) -> Objective:
+        """The objective of a training config (the dictionary, the disease prompts and the
+        training split's slice citations only when a term uses them; an empty dictionary is
+        none). The localisation term needs ``dataset``, the split it trains on, with at least
+        one citation in its reports."""
         weights = config.loss_weights()
+        citations = None
+        if "localisation" in weights:
+            if dataset is None:
+                raise ValueError("loss term 'localisation' needs the training split's citations")
+            citations = targets_by_volume(mine_pairs(dataset))
+            if not citations:
+                raise ValueError(
+                    f"loss term 'localisation': no slice citations ('(series N, image M)') in the "
+                    f"{dataset.split} reports (Findings_EN) of {dataset.dataset_dir}"
+                )
         k = config.model_config().num_anatomies
         dictionary = None
         if "diagnosis" in weights and config.dictionary_fraction > 0:
@@ -55,7 +71,21 @@ class Objective:
             dictionary,
             config.augment_variants,
             disease,
+            citations,
         )
+
+    def snippets(self, ids: Sequence[str]) -> tuple[torch.Tensor, list[str], torch.Tensor] | None:
+        """``(rows (P,), snippets, targets (P,))`` of the cited snippets of a batch's volumes
+        (``ids``), or None when the objective has no localisation term."""
+        if self.citations is None:
+            return None
+        rows, texts, targets = [], [], []
+        for row, vid in enumerate(ids):
+            for snippet, target in self.citations.get(str(vid), ()):
+                rows.append(row)
+                texts.append(snippet)
+                targets.append(target)
+        return torch.tensor(rows, dtype=torch.long), texts, torch.tensor(targets)
 
     @property
     def with_prompts(self) -> bool:
@@ -87,6 +117,7 @@ def step_losses(
                 texts, objective.seed, micro_step, first_index, objective.augment_variants
             )
     dictionary = objective.dictionary
+    cited = objective.snippets(batch["id"]) if objective.citations is not None else None
     with autocast(), record_function("forward"):
         out = model(
             {"image": batch["image"], "anatomy": batch["anatomy"]},
@@ -94,6 +125,7 @@ def step_losses(
             dictionary=dictionary.sentences if dictionary else None,
             with_prompts=objective.with_prompts,
             disease_prompts=objective.disease.prompts if objective.disease else None,
+            snippets=None if cited is None else cited[:2],
         )
     with record_function("losses"):
         device = out["v"].device
@@ -104,6 +136,8 @@ def step_losses(
         if objective.disease:
             inputs["disease_anatomy"] = objective.disease.anatomy_index(device)
             inputs["disease_labels"] = objective.disease.labels(batch["labels"], device)
+        if cited is not None:
+            inputs["snippet_target"] = cited[2].to(device)
         return compute_losses(objective.weights, gather_loss_inputs(inputs, info or DistInfo()))
 
 

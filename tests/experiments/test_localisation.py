@@ -13,8 +13,9 @@ from helpers_train import FROZEN_MODEL, REPO, tiny_config, train_env
 from layout_fixtures import FixtureVolume, write_layout
 
 from cagcl_mini import layout
+from cagcl_mini.data.citations import axial_position, mine_pairs
 from cagcl_mini.data.dataset import CTReportDataset
-from cagcl_mini.experiments.localisation import axial_position, mine_pairs, run_localisation
+from cagcl_mini.experiments.localisation import TERM_PRESET, pretraining_config, run_localisation
 from cagcl_mini.phantom.build import make_dataset
 from cagcl_mini.text.citations import mine_citations
 from cagcl_mini.viz.localisation import plot_localisation
@@ -68,6 +69,21 @@ def test_run_localisation_end_to_end(cited_data):
     assert fig._repr_png_()[:4] == b"\x89PNG"
     with pytest.raises(KeyError, match="run_localisation\\(..., examples=4\\)"):
         plot_localisation({"fvlm": {}})
+
+
+def test_pretraining_with_the_localisation_term_is_scored_both_ways(cited_data):
+    config = tiny_config(cited_data, None, steps=2, checkpoint_every=0, model=dict(FROZEN_MODEL))
+    out = run_localisation(config, ("fvlm", TERM_PRESET), head_steps=20, n_bootstrap=50)
+    row = out[TERM_PRESET]
+    for scored in (row, row["own_head"]):
+        lo, hi = scored["mae_mm_ci95"]
+        assert 0 <= lo <= scored["mae_mm"] <= hi
+    assert "own_head" not in out["fvlm"]  # no head of its own
+    trained = pretraining_config(config, TERM_PRESET, 0.5)
+    assert trained.loss_weights() == {"local": 1.0, "global": 1.0, "localisation": 0.5}
+    assert trained.use_augment() and trained.model_config().localisation_head
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        pretraining_config(config, TERM_PRESET, 0.0)
 
 
 def _fixture(report: str, affine=None) -> FixtureVolume:
@@ -127,9 +143,10 @@ def test_bench_localisation_json(cited_data, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = {p: out[p] for p in PRESETS} | {
+    rows = {p: out[p] for p in (*PRESETS, TERM_PRESET)} | {
         name: out["baselines"][name] for name in ("anatomy_centroid", "dataset_mean")
     }
+    rows["own head"] = out[TERM_PRESET]["own_head"]
     for name, row in rows.items():
         lo, hi = row["mae_mm_ci95"]
         assert lo <= row["mae_mm"] <= hi and row["mae_mm"] > 0, (name, row)

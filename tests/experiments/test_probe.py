@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers_train import FROZEN_MODEL, tiny_config
 
-from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_ID, ANATOMY_NAMES, NUM_ANATOMIES
+from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_ID, ANATOMY_NAMES, CT_RATE_LABELS, NUM_ANATOMIES
 from cagcl_mini.bench import probe as probe_bench
 from cagcl_mini.evaluation.embed import EmbeddedSplit
 from cagcl_mini.experiments import probe
@@ -86,6 +86,19 @@ def test_supervised_probe_learns_and_scores_the_validation_split(probe_data):
     scorable = [ALL_LABELS[a] for a in range(len(ALL_LABELS)) if 0 < valid[:, a].sum() < len(valid)]
     assert set(out["auc"]) == set(scorable) and out["n_labels"] == len(scorable) > 0
     assert all(0.0 <= a <= 1.0 for a in out["auc"].values()) and not math.isnan(out["macro_auc"])
+
+
+def test_supervised_probe_scores_site_b_on_its_18_findings():
+    # the embedded phantom (data_root None), tiny: site A and B are built in the test's home
+    config = tiny_config(
+        "unused", None, n_train=16, n_valid=12, data_size=32, steps=8, warmup_steps=2
+    ).replace(data_root=None)
+    out = probe.supervised_probe(config, progress=False, site_b=True)
+    assert set(out["site_b_auc"]) <= set(CT_RATE_LABELS) and out["site_b_auc"]
+    assert 0.0 <= out["site_b_macro_auc"] <= 1.0
+    a = np.mean([out["auc"][k] for k in CT_RATE_LABELS if k in out["auc"]])
+    b = np.mean(list(out["site_b_auc"].values()))
+    assert out["site_b_minus_a"] == pytest.approx(b - a)
 
 
 def _volume(lung_value: float, heart_edge: int, labels: dict[str, int]) -> dict:

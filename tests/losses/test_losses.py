@@ -415,6 +415,7 @@ def _inputs(b=5, k=3, seed=11):
         "anatomy_text": F.normalize(torch.randn(k, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
         "dictionary": F.normalize(torch.randn(4, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
         "disease_text": F.normalize(torch.randn(4, v.shape[2], generator=g, dtype=v.dtype), dim=-1),
+        "snippet_position": torch.rand(3, generator=g, dtype=v.dtype, requires_grad=True),
     }
     batch = {
         "present": present,
@@ -424,6 +425,7 @@ def _inputs(b=5, k=3, seed=11):
         "exclude": torch.zeros(b, k, 4, dtype=torch.bool),
         "disease_anatomy": torch.tensor([0, 2]),
         "disease_labels": (torch.arange(2 * b).reshape(b, 2) % 3 == 0).double(),
+        "snippet_target": torch.tensor([0.1, 0.5, 0.9], dtype=v.dtype),
     }
     return embeddings, batch
 

@@ -14,6 +14,7 @@ from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.layout import csv_path, ct_path, mask_path
 from cagcl_mini.phantom.build import WORKER_ENV, DatasetWriteError, make_dataset
 from cagcl_mini.phantom.findings import DIFFICULTIES, TUTORIAL, Visibility, visibility
+from cagcl_mini.phantom.io import fmt_float
 from cagcl_mini.phantom.plan import PhantomSpec, plan_case
 from cagcl_mini.phantom.render import body_for, render_volume, spec_for
 from cagcl_mini.phantom.sites import SITES
@@ -58,7 +59,21 @@ def test_site_b_scans_stores_and_reports_differently():
     assert b.label_columns() == CT_RATE_LABELS and a.label_columns() == ALL_LABELS
     vol = render_volume(b.seed_sequence(), 64, b.findings, site="B")
     assert vol.hu.shape == (64, 64, 32) == vol.labels.shape
-    assert vol.affine[2, 2] == pytest.approx(2 * body_for(b.seed_sequence(), 64).spacing[2])
+    patient = body_for(b.seed_sequence(), 64)  # the same patient as site A would scan them
+    assert vol.affine[2, 2] == pytest.approx(2 * patient.spacing[2])
+    # a larger field of view: the same matrix covers 1.2-1.35x the width, as the CSV says
+    fov = vol.affine[0, 0] / patient.spacing[0]
+    assert 1.2 - 1e-2 <= fov <= 1.35 + 1e-2
+    assert (
+        b.metadata["XYSpacing"] == f"[{fmt_float(vol.affine[0, 0])}, {fmt_float(vol.affine[1, 1])}]"
+    )
+    body_share = {
+        s: (render_volume(b.seed_sequence(), 64, [], site=s).labels > 0).mean() for s in "AB"
+    }
+    assert body_share["B"] < 0.8 * body_share["A"], body_share
+    # a sharp kernel: more high-frequency noise in air than site A
+    air = {s: render_volume(b.seed_sequence(), 64, [], site=s).hu[:6, :6] for s in "AB"}
+    assert np.diff(air["B"], axis=0).std() > 2 * np.diff(air["A"], axis=0).std()
 
 
 def test_a_site_b_dataset_loads_with_the_same_loader(tmp_path):
