@@ -139,6 +139,13 @@ class PrefixCache:
             store.popitem(last=False)
         if not states:
             return torch.zeros(0, self.encoder.hidden_size, device=self.encoder.device)
+        buckets = length_buckets(states)
+        out = torch.cat([self._top([states[i] for i in bucket], split) for bucket in buckets])
+        order = torch.tensor([i for bucket in buckets for i in bucket])
+        return out.index_select(0, torch.argsort(order).to(out.device))
+
+    def _top(self, states: list[torch.Tensor], split: int) -> torch.Tensor:
+        """Pooled (N, hidden) outputs of the trainable layers (from ``split``) on cached states."""
         model = self.encoder.model
         hidden = nn.utils.rnn.pad_sequence(states, batch_first=True)
         lengths = torch.tensor([s.shape[0] for s in states], device=hidden.device)
@@ -155,6 +162,21 @@ class PrefixCache:
         if last_cls:
             hidden = cls_only_layer(model.encoder.layer[-1], hidden, attention)
         return self.encoder.pool(hidden, attention).float()
+
+
+def length_buckets(states: list[torch.Tensor], growth: float = 1.5) -> list[list[int]]:
+    """Indices of ``states`` grouped by token count, shortest first, each group's longest at most
+    ``growth`` times its shortest (+4 tokens): padded to the longest of its own group, a short
+    normal sentence does not pay for a long lung description beside it."""
+    order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
+    buckets: list[list[int]] = []
+    for i in order:
+        n = states[i].shape[0]
+        if buckets and n <= growth * states[buckets[-1][0]].shape[0] + 4:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
 
 
 def _bert_layer(layer: nn.Module) -> bool:

@@ -59,6 +59,11 @@ def test_run_localisation_end_to_end(cited_data):
         assert 0 <= lo <= row["mae_mm"] <= hi <= valid_mm.max(), row
     for preset in PRESETS[:2]:
         assert out[preset]["head_loss_last"] < out[preset]["head_loss_first"]
+        # the paired difference against the anatomy centroid, pair by pair
+        diff = out[preset]["mae_mm"] - out["baselines"]["anatomy_centroid"]["mae_mm"]
+        assert out[preset]["minus_centroid_mm"] == pytest.approx(diff)
+        lo, hi = out[preset]["minus_centroid_mm_ci95"]
+        assert lo <= out[preset]["minus_centroid_mm"] <= hi
     assert out["baselines"]["anatomy_centroid"]["n_fallback"] == 0  # every snippet routes
     examples = out["examples"]
     assert len(examples) == 2 and examples[0]["coronal"].shape == (32, 32)

@@ -18,7 +18,11 @@ from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config, train_comma
 
 from cagcl_mini.cli.main import main as cli_main
 from cagcl_mini.nn.text import TextEncoder
-from cagcl_mini.nn.text_cache import attach_prefix_cache, clear_shared_prefix_states
+from cagcl_mini.nn.text_cache import (
+    attach_prefix_cache,
+    clear_shared_prefix_states,
+    length_buckets,
+)
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import loop as train_mod
 from cagcl_mini.train import step as step_mod
@@ -186,7 +190,16 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
     enc = TextEncoder(train_layers=2, pooling=pooling, max_length=32).eval()
-    texts = ["The lungs are clear.", "There is a 12 mm nodule in the right lung. Heart normal.", ""]
+    long = (
+        "Emphysema in both upper lobes, a 12 mm nodule in the right lower lobe and septal lines. "
+    )
+    texts = [
+        "The lungs are clear.",
+        long * 2,
+        "",
+        "There is a 12 mm nodule in the right lung.",
+        long,
+    ]
     ref = enc(texts)
     ref.pow(2).sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.requires_grad}
@@ -201,9 +214,17 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
             if p.requires_grad:  # (CLS: the last layer runs for position 0 alone)
                 scale = ref_grads[name].abs().max().item() + 1.0  # key.bias: true grad 0
                 torch.testing.assert_close(p.grad, ref_grads[name], rtol=0, atol=1e-5 * scale)
-    assert cache.stats == {"hits": 3, "misses": 3, "size": 3}
+    assert cache.stats == {"hits": 5, "misses": 5, "size": 5}
     enc.set_train_layers(0)
     assert cache.split_layer() is None  # frozen: the encoder's own cache takes over
+
+
+def test_length_buckets_group_states_by_token_count():
+    lengths = [30, 3, 12, 4, 100, 8, 31]
+    buckets = length_buckets([torch.zeros(n, 2) for n in lengths])
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert [[lengths[i] for i in b] for b in buckets] == [[3, 4, 8], [12], [30, 31], [100]]
+    assert length_buckets([]) == []
 
 
 def test_encoders_of_one_text_model_share_their_prefix_states():
