@@ -10,6 +10,8 @@
   re-encode / cached.
 - ``prefix_cache_speedup``: the same with the ``cpu-quick`` text encoder (its trainable last
   layers), full encoder vs the frozen-prefix cache of :mod:`cagcl_mini.nn.text_cache`.
+- ``length_buckets_speedup``: with the prefix cache, one padded batch of a step's descriptions
+  vs the cache's length buckets (a short sentence padded to the longest lung description).
 
 Both time the trainer's own step (:func:`cagcl_mini.train.step.step_losses`), so the benchmark
 cannot drift from what ``fit`` computes.
@@ -133,14 +135,21 @@ def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
     }
 
 
-def step_times(config: TrainConfig, cached: bool, steps: int) -> list[float]:
+def step_times(
+    config: TrainConfig, cached: bool, steps: int, length_buckets: bool = True
+) -> list[float]:
     """Seconds of ``steps`` training steps of ``config`` with the text caches on or off.
 
     With the caches on, every description of the training split is encoded once first (what the
-    first epoch does), so the timed steps show the steady state of later epochs."""
+    first epoch does), so the timed steps show the steady state of later epochs. Without
+    ``length_buckets`` the prefix cache pads every call's strings to its longest (the naive way).
+    """
     dataset = dataset_for(config, "train")
     model = model_for(config.replace(text_prefix_cache=cached), for_training=True)
     model.set_text_cache(cached)
+    prefix = getattr(model.text_encoder, "prefix_cache", None)
+    if prefix is not None and not length_buckets:
+        prefix.bucket_growth = None
     if cached:
         with torch.no_grad():
             every = {t for i in range(len(dataset)) for t in dataset.anatomy_texts(i)[0] if t}
@@ -161,11 +170,18 @@ def step_times(config: TrainConfig, cached: bool, steps: int) -> list[float]:
 
 
 def run_train_bench(
-    repeats: int = 3, steps: int = 30, warmup: int = 5, out: str | Path | None = None
+    repeats: int = 3,
+    steps: int = 30,
+    warmup: int = 5,
+    out: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """All figures of ``cagcl-mini bench train`` (see the module docstring)."""
+    """All figures of ``cagcl-mini bench train`` (see the module docstring); ``overrides``
+    (``key=value``) change the ``cpu-quick`` config first."""
     scratch = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="cagcl-bench-train-"))
     base = preset("cpu-quick", progress=False, checkpoint_every=0)
+    if overrides:
+        base = base.with_overrides(list(overrides))
     runs = [
         throughput(base.replace(out_dir=str(scratch / f"throughput{r}")), steps, warmup)
         for r in range(max(1, repeats))
@@ -180,6 +196,7 @@ def run_train_bench(
     partial = base.replace(loss_preset="fvlm", out_dir=str(scratch / "p"))
     prefix_on = statistics.median(step_times(partial, True, timed))
     prefix_off = statistics.median(step_times(partial, False, timed))
+    one_pad = statistics.median(step_times(partial, True, timed, length_buckets=False))
     return {
         "profile": profile_step(base),
         "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
@@ -194,5 +211,11 @@ def run_train_bench(
         "text_cache_speedup": frozen_off / frozen_on,
         "frozen_step_seconds": {"cached": frozen_on, "re_encoding": frozen_off},
         "prefix_cache_speedup": prefix_off / prefix_on,
-        "partial_step_seconds": {"prefix_cached": prefix_on, "full_encoder": prefix_off},
+        "partial_step_seconds": {
+            "prefix_cached": prefix_on,
+            "full_encoder": prefix_off,
+            "prefix_cached_one_padded_batch": one_pad,
+        },
+        "length_buckets_speedup": one_pad / prefix_on,
+        "max_length": base.model_config().max_length,
     }

@@ -39,9 +39,10 @@ def _pooling(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> dict:
+    _check_overrides(args)
     from cagcl_mini.bench import train  # heavy (cli docstring)
 
-    return train.run_train_bench(repeats=args.repeats, out=args.out)
+    return train.run_train_bench(repeats=args.repeats, out=args.out, overrides=args.set)
 
 
 def _check_overrides(args: argparse.Namespace) -> None:
@@ -117,7 +118,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "data": ("embedded dataset generation speed", _data, ("repeats", "out")),
     "reports": ("report splitting on the real CT-RATE cases", _reports, ("repeats", "seeds")),
     "pooling": ("mask pooling speed vs sum() and a loop", _pooling, ("repeats",)),
-    "train": ("training throughput, memory, text caches", _train, ("repeats", "out")),
+    "train": ("training throughput, memory, text caches", _train, ("repeats", "set", "out")),
     "claims": (
         "the CA-GCL claims, fvlm vs cagcl over seeds",
         _claims,

@@ -61,6 +61,8 @@ class PrefixCache:
         self.hits = 0
         self.misses = 0
         self.enabled = True
+        # length buckets of the live top (length_buckets); None: one batch padded to its longest
+        self.bucket_growth: float | None = 1.5
 
     # ------------------------------------------------------------------ where to cut
     def split_layer(self) -> int | None:
@@ -139,7 +141,11 @@ class PrefixCache:
             store.popitem(last=False)
         if not states:
             return torch.zeros(0, self.encoder.hidden_size, device=self.encoder.device)
-        buckets = length_buckets(states)
+        buckets = (
+            length_buckets(states, self.bucket_growth)
+            if self.bucket_growth is not None
+            else [list(range(len(states)))]
+        )
         out = torch.cat([self._top([states[i] for i in bucket], split) for bucket in buckets])
         order = torch.tensor([i for bucket in buckets for i in bucket])
         return out.index_select(0, torch.argsort(order).to(out.device))

@@ -89,7 +89,7 @@ class TrainConfig:
             "embed_dim": 128,
             "text_pooling": "cls",
             "text_train_layers": 1,
-            "max_length": 48,
+            "max_length": 128,
         }
     )
     text_prefix_cache: bool = True  # cache hidden states below the first trainable text layer

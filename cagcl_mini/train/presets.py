@@ -25,7 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "embed_dim": 256,
             "text_pooling": "cls",
             "text_train_layers": 2,
-            "max_length": 64,
+            "max_length": 128,
         },
         "batch_size": 32,
         "steps": 3000,

@@ -215,6 +215,8 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
                 scale = ref_grads[name].abs().max().item() + 1.0  # key.bias: true grad 0
                 torch.testing.assert_close(p.grad, ref_grads[name], rtol=0, atol=1e-5 * scale)
     assert cache.stats == {"hits": 5, "misses": 5, "size": 5}
+    cache.bucket_growth = None  # one batch padded to its longest: the same outputs
+    torch.testing.assert_close(enc(texts), ref, rtol=0, atol=1e-5)
     enc.set_train_layers(0)
     assert cache.split_layer() is None  # frozen: the encoder's own cache takes over
 
