@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--site", choices=tuple(SITES), default=defaults.site,
-        help="A: the tutorial's hospital; B: another scanner, thicker slices, intercept 0, a small "
-        "HU offset and label-only reports (cross-site transfer)",
+        help="A: the tutorial's hospital; B: another scanner (sharp kernel, more noise, a larger "
+        "field of view), thicker slices, intercept 0, a small HU offset and label-only reports "
+        "(cross-site transfer)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
