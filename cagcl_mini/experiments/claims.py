@@ -166,7 +166,22 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
         diffs = [c - f for c, f in pairs]
         out[claim]["cagcl_minus_fvlm"] = _mean_std(diffs)[0]
         out[claim]["cagcl_minus_fvlm_ci95"] = list(t_interval(diffs))
+    if "site_b_macro_auc" in cagcl.get("per_seed", {}) and "site_b_macro_auc" in fvlm["per_seed"]:
+        out["transfer"] = _transfer(fvlm, cagcl)
     out["n_seeds"] = n
+    return out
+
+
+def _transfer(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
+    """Site B, paired by seed: cagcl minus fvlm of the macro AUC at B and of the drop B - A (the
+    18 findings B labels), each with its 95 % t interval, and the seeds where cagcl is ahead."""
+    out: dict[str, Any] = {}
+    for key, name in (("site_b_macro_auc", "site_b"), ("site_b_minus_a", "drop")):
+        pairs = zip(cagcl["per_seed"][key], fvlm["per_seed"][key], strict=True)
+        diffs = [c - f for c, f in pairs]
+        out[f"{name}_cagcl_minus_fvlm"] = _mean_std(diffs)[0]
+        out[f"{name}_cagcl_minus_fvlm_ci95"] = list(t_interval(diffs))
+        out[f"{name}_seeds_cagcl_ahead"] = sum(d > 0 for d in diffs)
     return out
 
 

@@ -66,10 +66,36 @@ def test_verdicts_follow_the_three_claims_on_means_and_per_seed():
     assert out["b"]["ratio"] == pytest.approx((0.005 + 0.015 + 0.008) / 3 / 0.02)
     # c: seed 1 reaches only 0.85; the mean 0.907 >= 0.9 and above fvlm
     assert out["c"]["holds"] and out["c"]["seeds"] == 2 and out["c_above_fvlm"]["seeds"] == 3
+    assert "transfer" not in out  # no site B scores in these runs
     worse = _agg([0.96, 0.96, 0.96], [0.03, 0.03, 0.03], [0.7, 0.7, 0.7])
     out = claims.verdicts(fvlm, worse)
     assert not out["a"]["holds"] and not out["b"]["holds"] and not out["c"]["holds"]
     assert out["c_above_fvlm"]["seeds"] == 0
+
+
+def test_the_transfer_verdict_pairs_site_b_by_seed():
+    def with_site_b(auc, b):
+        runs = [
+            {"seed": i, "cross_anatomy_text_cos_mean": 0.5, "prompt_auc_std": 0.01,
+             "macro_auc": a, "share_above_0.9": 0.0, "family_auc": {"fvlm": a},
+             "site_b_macro_auc": x, "site_b_minus_a": x - a}
+            for i, (a, x) in enumerate(zip(auc, b, strict=True))
+        ]  # fmt: skip
+        return claims.aggregate(runs)
+
+    fvlm = with_site_b([0.80, 0.82, 0.81], [0.70, 0.75, 0.72])
+    cagcl = with_site_b([0.84, 0.83, 0.85], [0.78, 0.74, 0.80])
+    out = claims.verdicts(fvlm, cagcl)["transfer"]
+    assert out["site_b_cagcl_minus_fvlm"] == pytest.approx((0.08 - 0.01 + 0.08) / 3)
+    assert out["site_b_seeds_cagcl_ahead"] == 2
+    drops = [
+        (0.78 - 0.84) - (0.70 - 0.80),
+        (0.74 - 0.83) - (0.75 - 0.82),
+        (0.80 - 0.85) - (0.72 - 0.81),
+    ]
+    assert out["drop_cagcl_minus_fvlm"] == pytest.approx(sum(drops) / 3)
+    lo, hi = out["drop_cagcl_minus_fvlm_ci95"]
+    assert lo < sum(drops) / 3 < hi
 
 
 @pytest.fixture(scope="module")
