@@ -7,7 +7,7 @@ import re
 
 import nbformat
 
-from cagcl_mini.tutorial.runner import run_notebooks
+from cagcl_mini.tutorial.runner import claims_section, run_notebooks
 
 
 def _notebook(path, title: str, sources: list[str]) -> None:
@@ -38,6 +38,9 @@ def test_run_writes_an_html_page_per_notebook_and_an_index(tmp_path, monkeypatch
     assert summary["handout"] == str(run / "index.html")
     assert re.findall(r'href="([^"]+)"', index) == ["00_first.html", "01_second.html"]
     assert "First steps" in index and "Second: bars" in index and "(ok, " in index
+    assert f"Wall time of this run: {summary['seconds']:.0f} s" in index
+    # the README's measured claims table, rendered (the source checkout has one)
+    assert "<table>" in index and "cross-anatomy text cosine" in index
     first = (run / "00_first.html").read_text()
     assert "<html" in first and "hello from 1" in first
     # no progress bar is frozen into the executed copy (and so into the handout)
@@ -57,6 +60,18 @@ def test_a_failed_run_still_writes_the_handout_of_what_ran(tmp_path):
     index = (tmp_path / "run" / "index.html").read_text()
     assert "(ok, " in index and "(failed, " in index
     assert "boom" in (tmp_path / "run" / "01_bad.html").read_text()
+
+
+def test_the_claims_section_is_cut_from_a_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n### The CA-GCL claims at laptop scale (bench)\n| a |\n| - |\n\n### Next\nno"
+    )
+    section = claims_section(readme)
+    assert (
+        section.startswith("### The CA-GCL claims") and "| a |" in section and "Next" not in section
+    )
+    assert claims_section(tmp_path / "missing.md") == ""
 
 
 def test_progress_bars_follow_tqdm_disable(monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 
 from cagcl_mini.cli import main as cli
 from cagcl_mini.tutorial.runner import (
+    lanes,
     list_notebooks,
     notebook_parameters,
     parse_parameters,
@@ -106,6 +107,58 @@ def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "01_bad" in out and "boom in cell two" in out
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["ok"] is False
+
+
+def test_two_lanes_run_side_by_side_and_report_in_order(tmp_path):
+    folder, marker = tmp_path / "nbs", tmp_path / "model-lane-started"
+    folder.mkdir()
+    wait = (  # the free lane's first notebook waits for the model lane's first to start
+        "import time, pathlib\n"
+        f"p = pathlib.Path({str(marker)!r})\n"
+        "deadline = time.time() + 120\n"
+        "while not p.exists() and time.time() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "assert p.exists(), 'the lanes did not run side by side'"
+    )
+    _write_notebook(folder / "00_free.ipynb", [wait])
+    _write_notebook(
+        folder / "01_model.ipynb", [f"import pathlib; pathlib.Path({str(marker)!r}).touch()"],
+        params="preset = 'cpu-quick'",
+    )  # fmt: skip
+    _write_notebook(folder / "02_free.ipynb", ["y = x + 1"])
+    _write_notebook(folder / "03_model.ipynb", ["y = 2"], params="preset = 'cpu-quick'")
+    assert [[p.stem for p in lane] for lane in lanes(list_notebooks(folder=folder))] == [
+        ["01_model", "03_model"], ["00_free", "02_free"]
+    ]  # fmt: skip
+    summary = run_notebooks(out_dir=tmp_path / "run", folder=folder, cell_timeout=180, jobs=2)
+    assert summary["ok"], summary
+    assert [e["name"] for e in summary["notebooks"]] == [
+        "00_free",
+        "01_model",
+        "02_free",
+        "03_model",
+    ]
+    assert summary["jobs"] == 2 and summary["seconds"] <= summary["notebook_seconds"]
+    assert all((tmp_path / "run" / f"{e['name']}.ipynb").exists() for e in summary["notebooks"])
+
+
+def test_a_failure_in_one_lane_stops_the_other(tmp_path):
+    folder, marker = tmp_path / "nbs", tmp_path / "failed-already"
+    folder.mkdir()
+    _write_notebook(
+        folder / "00_model.ipynb",
+        [f"import pathlib; pathlib.Path({str(marker)!r}).touch()", "raise RuntimeError('boom')"],
+        params="preset = 'cpu-quick'",
+    )  # fmt: skip
+    wait = f"import pathlib, time\nwhile not pathlib.Path({str(marker)!r}).exists(): time.sleep(0.2)\ntime.sleep(3)"
+    _write_notebook(folder / "01_free.ipynb", [wait])
+    _write_notebook(folder / "02_free.ipynb", ["y = 2"])
+    summary = run_notebooks(out_dir=tmp_path / "run", folder=folder, cell_timeout=180, jobs=2)
+    assert not summary["ok"]
+    statuses = {e["name"]: e["status"] for e in summary["notebooks"]}
+    assert statuses == {"00_model": "failed", "01_free": "ok"}  # 02 never started
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_notebooks(folder=folder, jobs=0)
 
 
 def test_unknown_parameter_is_rejected_before_running(tmp_path):

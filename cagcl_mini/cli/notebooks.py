@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a value for the notebooks' parameters cells; repeatable",
     )  # fmt: skip
     parser.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="2: run the notebooks that train and read models in one lane and the others beside "
+        "it (default 1: one after another)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         parameters=parse_parameters(args.parameter),
         cell_timeout=args.cell_timeout,
+        jobs=args.jobs,
     )
     return 0 if summary["ok"] else 1

@@ -5,6 +5,11 @@ executed copies, a ``summary.json`` and an HTML handout (one page per notebook, 
 nbconvert, and ``index.html`` linking them) land in the run folder. A failure names the notebook and the
 cell (index, first source line, exception) and stops the run, because later notebooks would only
 repeat the error.
+
+With ``jobs=2`` the notebooks run in two lanes (:func:`lanes`): those whose parameters cell names a
+training ``preset`` share the checkpoint cache (the first to need a model trains it) and run one
+after another in order; the others (no trained model) run beside them, also in order. Each
+notebook's kernel still runs alone in its own process; only the wall time of the whole run shrinks.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import ast
 import html
 import os
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,9 @@ from typing import Any
 import nbformat
 import papermill
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from papermill.exceptions import PapermillExecutionError
 from traitlets import default
 
@@ -91,6 +101,54 @@ class LocalKernelManager(AsyncKernelManager):
     def _default_transport(self) -> str:
         return "ipc" if os.name == "posix" else "tcp"
 
+    def _ip_default(self) -> str:
+        """For ipc, sockets named after this kernel in Jupyter's runtime folder: jupyter_client's
+        default, ``kernel-ipc-N`` in the working directory, collides when two kernels start at
+        once (two lanes) and litters ``notebooks/``."""
+        if self.transport != "ipc":
+            return super()._ip_default()
+        folder = Path(jupyter_runtime_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"cagcl-{uuid.uuid4().hex[:12]}-ipc")
+
+
+def lanes(notebooks: list[Path]) -> list[list[Path]]:
+    """The notebooks split in order into the lane that reads trained models (its parameters cell
+    names ``preset``) and the lane that does not; empty lanes are left out."""
+    model = [nb for nb in notebooks if "preset" in notebook_parameters(nb)]
+    free = [nb for nb in notebooks if nb not in model]
+    return [lane for lane in (model, free) if lane]
+
+
+def _execute(
+    nb: Path, run_dir: Path, own: dict[str, Any], cell_timeout: int, folder: Path
+) -> dict[str, Any]:
+    """One notebook through papermill: its summary entry (name, parameters, status, seconds)."""
+    start = time.perf_counter()
+    entry: dict[str, Any] = {"name": nb.stem, "parameters": own}
+    try:
+        papermill.execute_notebook(
+            str(nb),
+            str(run_dir / nb.name),
+            parameters=own,
+            kernel_name=KERNEL,
+            cwd=str(folder),
+            progress_bar=False,
+            execution_timeout=cell_timeout,
+            kernel_manager_class=LocalKernelManager,
+        )
+        entry["status"] = "ok"
+    except PapermillExecutionError as err:
+        first_line = (err.source or "").strip().splitlines()[:1]
+        entry.update(
+            status="failed",
+            cell_index=err.cell_index,
+            cell=first_line[0] if first_line else "",
+            error=f"{err.ename}: {err.evalue}",
+        )
+    entry["seconds"] = round(time.perf_counter() - start, 1)
+    return entry
+
 
 def run_notebooks(
     only: list[str] | None = None,
@@ -98,12 +156,17 @@ def run_notebooks(
     parameters: dict[str, Any] | None = None,
     cell_timeout: int = 600,
     folder: Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Execute the notebooks in order and write executed copies plus ``summary.json``.
 
-    A parameter is injected only into the notebooks whose parameters cell defines it. Returns the
-    summary: ``{"ok": bool, "run_dir": str, "notebooks": [{"name", "status", "seconds", ...}]}``.
+    A parameter is injected only into the notebooks whose parameters cell defines it. ``jobs=2``
+    runs the two :func:`lanes` side by side (a failure in either stops both after their current
+    notebook). Returns the summary: ``{"ok": bool, "run_dir": str, "seconds": wall time,
+    "notebooks": [{"name", "status", "seconds", ...}]}`` in notebook order.
     """
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     folder = folder or notebooks_dir()
     notebooks = list_notebooks(only, folder)
     parameters = parameters or {}
@@ -116,53 +179,75 @@ def run_notebooks(
     # progress bars would stay in the executed copies as frozen "0%| 0/120" widgets
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    for i, nb in enumerate(notebooks, start=1):
-        own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
-        print(f"[{i}/{len(notebooks)}] {nb.stem} ...", flush=True)
-        start = time.perf_counter()
-        entry: dict[str, Any] = {"name": nb.stem, "parameters": own}
-        try:
-            papermill.execute_notebook(
-                str(nb),
-                str(run_dir / nb.name),
-                parameters=own,
-                kernel_name=KERNEL,
-                cwd=str(folder),
-                progress_bar=False,
-                execution_timeout=cell_timeout,
-                kernel_manager_class=LocalKernelManager,
-            )
-            entry["status"] = "ok"
-        except PapermillExecutionError as err:
-            first_line = (err.source or "").strip().splitlines()[:1]
-            entry.update(
-                status="failed",
-                cell_index=err.cell_index,
-                cell=first_line[0] if first_line else "",
-                error=f"{err.ename}: {err.evalue}",
-            )
-        entry["seconds"] = round(time.perf_counter() - start, 1)
-        summary["notebooks"].append(entry)
-        if entry["status"] != "ok":
-            summary["ok"] = False
-            print(
-                f"    FAILED {nb.name}, cell {entry['cell_index']} ({entry['cell']!r}): "
-                f"{entry['error']}\n    executed copy: {run_dir / nb.name}",
-                flush=True,
-            )
-            break
-        print(f"    ok in {entry['seconds']} s", flush=True)
+    order = {nb.stem: i for i, nb in enumerate(notebooks, start=1)}
+    failed = threading.Event()
+    entries: list[dict[str, Any]] = []
 
-    summary["seconds"] = round(sum(e["seconds"] for e in summary["notebooks"]), 1)
-    summary["handout"] = str(write_handout(run_dir, summary["notebooks"]))
+    def run_lane(lane: list[Path]) -> None:
+        for nb in lane:
+            if failed.is_set():
+                return
+            own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
+            print(f"[{order[nb.stem]}/{len(notebooks)}] {nb.stem} ...", flush=True)
+            entry = _execute(nb, run_dir, own, cell_timeout, folder)
+            entries.append(entry)
+            if entry["status"] != "ok":
+                failed.set()
+                print(
+                    f"    FAILED {nb.name}, cell {entry['cell_index']} ({entry['cell']!r}): "
+                    f"{entry['error']}\n    executed copy: {run_dir / nb.name}",
+                    flush=True,
+                )
+                return
+            print(f"    {nb.stem} ok in {entry['seconds']} s", flush=True)
+
+    start = time.perf_counter()
+    if int(jobs) == 1:
+        run_lane(notebooks)
+    else:
+        split = lanes(notebooks)
+        with ThreadPoolExecutor(max_workers=min(int(jobs), len(split))) as pool:
+            for future in [pool.submit(run_lane, lane) for lane in split]:
+                future.result()
+    summary["notebooks"] = sorted(entries, key=lambda e: order[e["name"]])
+    summary["ok"] = not failed.is_set()
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary["notebook_seconds"] = round(sum(e["seconds"] for e in entries), 1)
+    summary["jobs"] = int(jobs)
+    summary["handout"] = str(
+        write_handout(run_dir, summary["notebooks"], summary["seconds"], claims_section())
+    )
     write_json(run_dir / "summary.json", summary)
     print(f"{'all ok' if summary['ok'] else 'FAILED'}: executed notebooks in {run_dir}")
     return summary
 
 
-def write_handout(run_dir: Path, entries: list[dict[str, Any]]) -> Path:
+CLAIMS_HEADING = "### The CA-GCL claims at laptop scale"
+
+
+def claims_section(readme: Path | None = None) -> str:
+    """The README's claims section (heading to the next ``###``) as Markdown; "" when absent."""
+    root = repo_root()
+    readme = readme if readme is not None else (root / "README.md" if root else None)
+    if readme is None or not readme.is_file():
+        return ""
+    text = readme.read_text(encoding="utf-8")
+    start = text.find(CLAIMS_HEADING)
+    if start < 0:
+        return ""
+    end = text.find("\n### ", start + len(CLAIMS_HEADING))
+    return text[start : end if end > 0 else len(text)].strip()
+
+
+def write_handout(
+    run_dir: Path,
+    entries: list[dict[str, Any]],
+    seconds: float | None = None,
+    claims: str = "",
+) -> Path:
     """Convert each executed notebook of ``run_dir`` to HTML and write ``index.html`` linking them
-    (title, status and seconds per notebook); returns the index's path."""
+    (title, status and seconds per notebook), with the run's wall ``seconds`` and the ``claims``
+    (Markdown: the README's measured claims table) below; returns the index's path."""
     exporter = HTMLExporter()
     rows = []
     for entry in entries:
@@ -179,12 +264,22 @@ def write_handout(run_dir: Path, entries: list[dict[str, Any]]) -> Path:
             f"({html.escape(entry['status'])}, {entry['seconds']} s)</li>"
         )
     index = run_dir / "index.html"
+    total = "" if seconds is None else f"<p>Wall time of this run: {seconds:.0f} s.</p>\n"
+    table = (
+        "<h2>Measured claims (README, <code>cagcl-mini bench claims</code>)</h2>\n"
+        + markdown2html_mistune(claims.split("\n", 1)[1] if "\n" in claims else claims)
+        if claims
+        else ""
+    )
     atomic_write_text(
         index,
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>cagcl-mini tutorial</title>'
         "</head><body><h1>cagcl-mini tutorial</h1><ol>\n"
         + "\n".join(rows)
-        + "\n</ol></body></html>\n",
+        + "\n</ol>\n"
+        + total
+        + table
+        + "</body></html>\n",
     )
     return index
 
