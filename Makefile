@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 tutorial: $(STAMP)
 	$(BIN)/cagcl-mini make-data
-	$(BIN)/cagcl-mini notebooks --out runs/tutorial --jobs 2
+	$(BIN)/cagcl-mini notebooks --out runs/tutorial
 
 # `make test`: the import contracts, then the unit tests and nbval over every notebook in one
 # pytest run spread over every core (pytest-xdist; a file, so a notebook's cells, stays on one
