@@ -22,7 +22,7 @@ from cagcl_mini.evaluation.report_generation import (
     random_reports,
     true_reports,
 )
-from cagcl_mini.evaluation.report_metrics import report_scores
+from cagcl_mini.evaluation.report_metrics import report_scores, report_scores_sets
 from cagcl_mini.evaluation.retrieval import RECALL_KS, retrieval_recall
 from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP
 from cagcl_mini.train.config import TrainConfig, resolve_config
@@ -72,11 +72,9 @@ def baseline_rows(
     normal = most_common_normal_report(train)
     drawn = random_reports(true_reports(train), len(valid), seed=seed)
     n = len(valid)
+    candidates = {"random_report": drawn, "most_common_normal": [normal] * n}
     return {
-        "random_report": report_scores(drawn, references, labels, n_bootstrap, seed, bertscore),
-        "most_common_normal": report_scores(
-            [normal] * n, references, labels, n_bootstrap, seed, bertscore
-        ),
+        **report_scores_sets(candidates, references, labels, n_bootstrap, seed, bertscore),
         "chance": {f"recall_at_{k}": min(1.0, k / n) for k in RECALL_KS},
     }
 

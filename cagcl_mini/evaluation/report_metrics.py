@@ -22,7 +22,7 @@ import functools
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,23 @@ def bertscore_f1(
     with _quiet_transformers():
         _, _, f1 = scorer.score(list(generated), list(references), batch_size=int(batch_size))
     return f1.double().clamp(max=1.0).numpy()  # identical texts: 1 up to float rounding
+
+
+def bertscore_f1_sets(
+    candidates: Mapping[str, Sequence[str]], references: Sequence[str], **kwargs: Any
+) -> dict[str, np.ndarray]:
+    """:func:`bertscore_f1` of several candidate sets against the same ``references``, in one
+    scorer call: bert-score embeds each distinct sentence of a call once, so the references (and
+    a report two sets share) are embedded once instead of once per set."""
+    names = list(candidates)
+    for name in names:
+        _check_pairs(candidates[name], references)
+    if not names:
+        return {}
+    flat = [text for name in names for text in candidates[name]]
+    f1 = bertscore_f1(flat, list(references) * len(names), **kwargs)
+    n = len(references)
+    return {name: f1[i * n : (i + 1) * n] for i, name in enumerate(names)}
 
 
 # ----------------------------------------------------------------------------- clinical efficacy
@@ -238,10 +255,12 @@ def report_scores(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
     bertscore: bool = True,
+    bert_f1: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every metric of the module docstring for N generated reports, each with ``<name>_ci95``
     (volumes resampled ``n_bootstrap`` times; 0 gives no intervals); ``bertscore=False`` skips
-    the BERTScore model (the value is NaN then)."""
+    the BERTScore model (the value is NaN then); ``bert_f1`` passes per-pair BERTScores already
+    computed (:func:`bertscore_f1_sets`)."""
     _check_pairs(generated, references)
     true_labels = np.asarray(true_labels)
     if true_labels.ndim != 2 or true_labels.shape[0] != len(generated):
@@ -251,7 +270,14 @@ def report_scores(
         )
     pred, true = _check_labels(reports_labels(generated), true_labels)
     rouge = rouge_l(generated, references)
-    bert = bertscore_f1(generated, references) if bertscore else np.full(len(generated), np.nan)
+    if bert_f1 is not None:
+        bert = np.asarray(bert_f1, dtype=float)
+        if bert.shape != (len(generated),):
+            raise ValueError(f"bert_f1: expected ({len(generated)},), got {bert.shape}")
+    elif bertscore:
+        bert = bertscore_f1(generated, references)
+    else:
+        bert = np.full(len(generated), np.nan)
     ce = clinical_efficacy(pred, true)
     tp, fp, fn = ((pred & true).sum(1), (pred & ~true).sum(1), (~pred & true).sum(1))
 
@@ -285,3 +311,22 @@ def report_scores(
             )
     out["n"] = len(generated)
     return out
+
+
+def report_scores_sets(
+    candidates: Mapping[str, Sequence[str]],
+    references: Sequence[str],
+    true_labels: np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+    bertscore: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """:func:`report_scores` of several candidate sets (models, baselines) against the same
+    references, their BERTScores computed in one call (:func:`bertscore_f1_sets`)."""
+    bert = bertscore_f1_sets(candidates, references) if bertscore else {}
+    return {
+        name: report_scores(
+            texts, references, true_labels, n_bootstrap, seed, bertscore, bert_f1=bert.get(name)
+        )
+        for name, texts in candidates.items()
+    }

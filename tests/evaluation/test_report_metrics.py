@@ -137,3 +137,27 @@ def test_baselines_that_see_no_image_score_as_they_must(phantom_reports):
     for name in rm.METRICS:
         lo, hi = rand[f"{name}_ci95"]
         assert lo <= rand[name] <= hi, name
+
+
+def test_candidate_sets_share_one_bertscore_call_and_score_as_alone(phantom_reports, monkeypatch):
+    from cagcl_mini.evaluation.report_generation import random_reports
+
+    reports, labels, train = phantom_reports
+    normal = "The heart is normal. The lungs are clear. The liver is unremarkable."
+    sets = {"normal": [normal] * len(reports), "random": random_reports(train, len(reports), 0)}
+    alone = {name: rm.bertscore_f1(texts, reports) for name, texts in sets.items()}
+    calls = []
+    real = rm.bertscore_f1
+    monkeypatch.setattr(rm, "bertscore_f1", lambda *a, **k: calls.append(a) or real(*a, **k))
+    together = rm.report_scores_sets(sets, reports, labels, n_bootstrap=20)
+    assert len(calls) == 1 and len(calls[0][0]) == 2 * len(reports)  # one scorer call
+    for name, texts in sets.items():
+        np.testing.assert_allclose(
+            together[name]["bertscore_f1"], alone[name].mean(), rtol=0, atol=1e-5
+        )
+        direct = rm.report_scores(texts, reports, labels, n_bootstrap=20, bertscore=False)
+        assert together[name]["ce_f1"] == direct["ce_f1"]
+        assert together[name]["rouge_l"] == direct["rouge_l"]
+    with pytest.raises(ValueError, match=r"bert_f1: expected \(12,\)"):
+        rm.report_scores(reports, reports, labels, bert_f1=np.zeros(3))
+    assert rm.bertscore_f1_sets({}, reports) == {}
