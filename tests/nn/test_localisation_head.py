@@ -50,7 +50,7 @@ def test_a_few_steps_learn_a_visible_position():
     torch.manual_seed(0)
     head = LocalisationHead(c, 2, hidden=16)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    first = float(localisation_loss(head(slices, text)[0], target))
+    first = float(localisation_loss(head(slices, text)[0], target).detach())
     for _ in range(150):
         loss = localisation_loss(head(slices, text)[0], target)
         opt.zero_grad()
