@@ -117,7 +117,7 @@ def step_losses(
                 texts, objective.seed, micro_step, first_index, objective.augment_variants
             )
     dictionary = objective.dictionary
-    cited = objective.snippets(batch["id"]) if objective.citations is not None else None
+    cited = objective.snippets(batch.get("id", ()))
     with autocast(), record_function("forward"):
         out = model(
             {"image": batch["image"], "anatomy": batch["anatomy"]},
