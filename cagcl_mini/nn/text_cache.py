@@ -12,7 +12,9 @@ training mode: injected noise, no learning.) The trainable top layers see the sa
 the full model builds (``transformers.masking_utils.create_bidirectional_mask``), padded positions
 are zeros that no real token attends to, so outputs equal the uncached encoder's (checked in tests).
 With CLS pooling only position 0 of the last layer is ever read, so that layer runs for the CLS
-query alone (:func:`cls_only_layer`).
+query alone (:func:`cls_only_layer`). Both the frozen bottom (new strings) and the trainable top
+run on groups of similar token count (:func:`bucket_by_length`), so a short normal sentence is not
+padded to the longest lung description of its batch.
 
 ``attach_prefix_cache(text_encoder)`` routes the encoder's ``encode_uncached`` through the cache;
 it applies to BERT-style models (``.embeddings`` + ``.encoder.layer``) while 0 < n < L layers
@@ -35,6 +37,7 @@ from cagcl_mini.nn.text import TextEncoder
 # models of one process share their cached states (evaluation embeds the same descriptions with
 # every model it compares). Keyed by (text model, max_length, split layer).
 _SHARED: dict[tuple[str, int, int], OrderedDict[str, torch.Tensor]] = {}
+BOTTOM_CHUNK = 256  # strings per forward of the frozen bottom (bounds its attention memory)
 
 
 def clear_shared_prefix_states() -> None:
@@ -61,7 +64,8 @@ class PrefixCache:
         self.hits = 0
         self.misses = 0
         self.enabled = True
-        # length buckets of the live top (length_buckets); None: one batch padded to its longest
+        # length buckets of the frozen bottom and the live top (bucket_by_length); None: one
+        # batch padded to its longest
         self.bucket_growth: float | None = 1.5
 
     # ------------------------------------------------------------------ where to cut
@@ -97,6 +101,22 @@ class PrefixCache:
         return _SHARED.setdefault(key, OrderedDict())
 
     # ------------------------------------------------------------------ encoding
+    def _missing_groups(self, texts: list[str]) -> list[list[str]]:
+        """``texts`` in groups of similar token count (``bucket_growth``), at most
+        ``BOTTOM_CHUNK`` strings each: the frozen bottom pads each group to its own longest."""
+        if not texts:
+            return []
+        if self.bucket_growth is None:
+            groups = [list(range(len(texts)))]
+        else:
+            lengths = self.encoder.tokenize(texts)["attention_mask"].sum(1).tolist()
+            groups = bucket_by_length([int(n) for n in lengths], self.bucket_growth)
+        return [
+            [texts[i] for i in group[k : k + BOTTOM_CHUNK]]
+            for group in groups
+            for k in range(0, len(group), BOTTOM_CHUNK)
+        ]
+
     @torch.no_grad()
     def _bottom(self, texts: list[str], split: int) -> list[torch.Tensor]:
         """Hidden states after embeddings + layers[:split] for ``texts``, one (len_i, H) each."""
@@ -131,8 +151,8 @@ class PrefixCache:
         missing = list(dict.fromkeys(t for t in texts if t not in store))
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
-        if missing:
-            for text, state in zip(missing, self._bottom(missing, split), strict=True):
+        for group in self._missing_groups(missing):
+            for text, state in zip(group, self._bottom(group, split), strict=True):
                 store[text] = state
         states = [store[t] for t in texts]
         for text in texts:
@@ -170,19 +190,23 @@ class PrefixCache:
         return self.encoder.pool(hidden, attention).float()
 
 
-def length_buckets(states: list[torch.Tensor], growth: float = 1.5) -> list[list[int]]:
-    """Indices of ``states`` grouped by token count, shortest first, each group's longest at most
+def bucket_by_length(lengths: list[int], growth: float = 1.5) -> list[list[int]]:
+    """Indices of ``lengths`` grouped by value, shortest first, each group's longest at most
     ``growth`` times its shortest (+4 tokens): padded to the longest of its own group, a short
     normal sentence does not pay for a long lung description beside it."""
-    order = sorted(range(len(states)), key=lambda i: states[i].shape[0])
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     buckets: list[list[int]] = []
     for i in order:
-        n = states[i].shape[0]
-        if buckets and n <= growth * states[buckets[-1][0]].shape[0] + 4:
+        if buckets and lengths[i] <= growth * lengths[buckets[-1][0]] + 4:
             buckets[-1].append(i)
         else:
             buckets.append([i])
     return buckets
+
+
+def length_buckets(states: list[torch.Tensor], growth: float = 1.5) -> list[list[int]]:
+    """:func:`bucket_by_length` of cached states by their token count."""
+    return bucket_by_length([s.shape[0] for s in states], growth)
 
 
 def _bert_layer(layer: nn.Module) -> bool:

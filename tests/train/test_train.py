@@ -17,9 +17,11 @@ import yaml
 from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config, train_command, train_env
 
 from cagcl_mini.cli.main import main as cli_main
+from cagcl_mini.nn import text_cache
 from cagcl_mini.nn.text import TextEncoder
 from cagcl_mini.nn.text_cache import (
     attach_prefix_cache,
+    bucket_by_length,
     clear_shared_prefix_states,
     length_buckets,
 )
@@ -227,6 +229,33 @@ def test_length_buckets_group_states_by_token_count():
     assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
     assert [[lengths[i] for i in b] for b in buckets] == [[3, 4, 8], [12], [30, 31], [100]]
     assert length_buckets([]) == []
+
+
+def test_frozen_bottom_runs_new_strings_in_length_groups(monkeypatch):
+    enc = TextEncoder(train_layers=1, max_length=64).eval()
+    cache = attach_prefix_cache(enc, shared=False)
+    monkeypatch.setattr(text_cache, "BOTTOM_CHUNK", 2)
+    calls: list[list[int]] = []
+    real_bottom = cache._bottom
+
+    def counting_bottom(texts, split):
+        calls.append([int(enc.tokenize([t])["attention_mask"].sum()) for t in texts])
+        return real_bottom(texts, split)
+
+    monkeypatch.setattr(cache, "_bottom", counting_bottom)
+    long = "Patchy ground-glass opacities in both lower lobes with septal thickening. "
+    texts = ["Normal.", long * 3, "The heart is enlarged.", "Clear lungs.", long, "No effusion."]
+    out = enc(texts)
+    assert sorted(n for call in calls for n in call) == sorted(
+        int(n) for n in enc.tokenize(texts)["attention_mask"].sum(1)
+    )  # every new string ran through the frozen bottom once
+    assert all(len(call) <= 2 for call in calls)  # BOTTOM_CHUNK
+    assert all(max(c) <= cache.bucket_growth * min(c) + 4 for c in calls)  # similar lengths
+    assert len(calls) >= 3
+    calls.clear()
+    torch.testing.assert_close(enc(texts), out)  # hits: no bottom runs, the same outputs
+    assert calls == []
+    assert bucket_by_length([30, 3, 12]) == [[1], [2], [0]]
 
 
 def test_encoders_of_one_text_model_share_their_prefix_states():
