@@ -12,6 +12,10 @@
   layers), full encoder vs the frozen-prefix cache of :mod:`cagcl_mini.nn.text_cache`.
 - ``length_buckets_speedup``: with the prefix cache, one padded batch of a step's descriptions
   vs the cache's length buckets (a short sentence padded to the longest lung description).
+- ``prefix_fill_speedup``: what a first embedding (or a first epoch) pays, with an empty prefix
+  store: encoding the descriptions of ``fill_volumes`` validation volumes, one batch of volumes per
+  call as ``embed_dataset`` does, through the frozen bottom as one padded batch per call vs in
+  length groups; seconds and their ratio.
 
 Both time the trainer's own step (:func:`cagcl_mini.train.step.step_losses`), so the benchmark
 cannot drift from what ``fit`` computes.
@@ -33,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cagcl_mini.bench.timing import median_time
 from cagcl_mini.data.dataset import collate
+from cagcl_mini.nn.text_cache import clear_shared_prefix_states
 from cagcl_mini.train.batches import GlobalBatchSampler
 from cagcl_mini.train.config import TrainConfig, preset
 from cagcl_mini.train.log import read_log
@@ -169,6 +174,31 @@ def step_times(
     return times
 
 
+def prefix_fill_seconds(config: TrainConfig, length_buckets: bool, volumes: int = 96) -> float:
+    """Seconds to encode the descriptions of ``volumes`` validation volumes (calls of one batch
+    of volumes each) with an empty prefix store: the frozen bottom runs for every new string."""
+    clear_shared_prefix_states()
+    dataset = dataset_for(config, "valid")
+    model = model_for(config)
+    prefix = getattr(model.text_encoder, "prefix_cache", None)
+    if prefix is None:
+        raise ValueError("prefix_fill_seconds needs the frozen-prefix cache (text_prefix_cache)")
+    if not length_buckets:
+        prefix.bucket_growth = None
+    n = min(volumes, len(dataset))
+    calls = [
+        [t for i in range(k, min(k + config.batch_size, n)) for t in dataset.anatomy_texts(i)[0]]
+        for k in range(0, n, config.batch_size)
+    ]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for texts in calls:
+            model.encode_text([t for t in texts if t])
+    seconds = time.perf_counter() - start
+    clear_shared_prefix_states()
+    return seconds
+
+
 def run_train_bench(
     repeats: int = 3,
     steps: int = 30,
@@ -197,6 +227,9 @@ def run_train_bench(
     prefix_on = statistics.median(step_times(partial, True, timed))
     prefix_off = statistics.median(step_times(partial, False, timed))
     one_pad = statistics.median(step_times(partial, True, timed, length_buckets=False))
+    fill_volumes = 96
+    fill_grouped = prefix_fill_seconds(partial, True, fill_volumes)
+    fill_one_pad = prefix_fill_seconds(partial, False, fill_volumes)
     return {
         "profile": profile_step(base),
         "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
@@ -217,5 +250,8 @@ def run_train_bench(
             "prefix_cached_one_padded_batch": one_pad,
         },
         "length_buckets_speedup": one_pad / prefix_on,
+        "prefix_fill_seconds": {"length_groups": fill_grouped, "one_padded_batch": fill_one_pad},
+        "prefix_fill_speedup": fill_one_pad / fill_grouped,
+        "fill_volumes": fill_volumes,
         "max_length": base.model_config().max_length,
     }

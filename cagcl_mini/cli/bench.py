@@ -77,7 +77,10 @@ def _ablations(args: argparse.Namespace) -> dict:
 def _probe(args: argparse.Namespace) -> dict:
     from cagcl_mini.bench import probe  # heavy (cli docstring)
 
-    return probe.benchmark(steps=args.steps, seed=args.seed, difficulty=args.difficulty)
+    return probe.benchmark(
+        steps=args.steps, seed=args.seed, difficulty=args.difficulty,
+        supervised_seeds=args.supervised_seeds,
+    )  # fmt: skip
 
 
 def _retrieval(args: argparse.Namespace) -> dict:
@@ -132,7 +135,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "probe": (
         "zero-shot AUC next to its supervised bounds",
         _probe,
-        ("steps", "seed", "difficulty"),
+        ("steps", "seed", "difficulty", "supervised_seeds"),
     ),
     "retrieval": (
         "volume-report retrieval and report generation",
@@ -158,6 +161,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         {"type": int, "default": None, "help": "training steps (default: the preset's)"},
     ),
     "seed": (("--seed",), {"type": int, "default": 0, "help": "training seed"}),
+    "supervised_seeds": (
+        ("--supervised-seeds",),
+        {
+            "type": int,
+            "default": 3,
+            "help": "seeds of the supervised tower (seed, seed+1, ...; mean and spread)",
+        },
+    ),
     "ablation_seeds": (
         ("--seeds",),
         {"type": int, "default": 3, "help": "training seeds per setting (95%% t intervals)"},

@@ -137,7 +137,7 @@ def test_intensity_probe_finds_the_statistic_that_shows_each_finding():
 
 def test_benchmark_puts_zero_shot_next_to_every_probe(probe_data):
     config = tiny_config(probe_data, None, steps=4, warmup_steps=2, model=FROZEN_MODEL)
-    out = probe_bench.benchmark(config, steps=3)
+    out = probe_bench.benchmark(config, steps=3, supervised_seeds=2)
     assert out["steps"] == 3 and out["image_size"] == 32
     assert set(out["models"]) == {"untrained", "fvlm", "ctglip", "cagcl"}
     for row in out["models"].values():
@@ -146,6 +146,30 @@ def test_benchmark_puts_zero_shot_next_to_every_probe(probe_data):
     assert out["supervised"]["steps"] == 3 and out["intensity"]["n_volumes"] == 26
     # the same labels are scored by every probe
     assert set(out["supervised"]["auc"]) == set(out["models"]["cagcl"]["linear_probe"]["auc"])
+    spread = out["supervised_seeds"]
+    assert spread["seeds"] == [0, 1] and spread["macro_auc"][0] == out["supervised"]["macro_auc"]
+    assert spread["macro_auc_mean"] == pytest.approx(np.mean(spread["macro_auc"]))
+    low, high = spread["macro_auc_ci95"]
+    assert low <= spread["macro_auc_mean"] <= high
+    assert set(spread["auc_mean"]) == set(out["supervised"]["auc"])
+    assert all(spread["auc_min"][n] <= spread["auc_mean"][n] for n in spread["auc_mean"])
+
+
+def test_supervised_spread_summarises_seeds():
+    runs = [
+        {"seed": 0, "macro_auc": 0.8, "auc": {"a": 0.9, "b": 0.7}},
+        {"seed": 1, "macro_auc": 0.7, "auc": {"a": 0.8, "b": 0.6}},
+        {"seed": 2, "macro_auc": 0.9, "auc": {"a": 0.7, "b": 0.9}},
+    ]
+    out = probe_bench.supervised_spread(runs)
+    assert out["macro_auc_mean"] == pytest.approx(0.8)
+    assert out["auc_mean"] == pytest.approx({"a": 0.8, "b": 0.7333333})
+    assert out["auc_min"] == {"a": 0.7, "b": 0.6}
+    assert out["findings_mean_at_least_0.75"] == 1 and out["findings"] == 2
+    low, high = out["macro_auc_ci95"]
+    assert low < 0.8 < high and high - low == pytest.approx(2 * 4.302653 * 0.1 / 3**0.5, rel=1e-4)
+    with pytest.raises(ValueError, match="supervised_seeds must be >= 1"):
+        probe_bench.benchmark("cpu-quick", supervised_seeds=0)
 
 
 def test_supervised_probe_names_a_split_smaller_than_a_batch(probe_data):

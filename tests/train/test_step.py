@@ -123,3 +123,14 @@ def test_a_non_finite_term_names_the_step_term_and_volumes():
     losses["total"] = losses["local"] + losses["global"]
     with pytest.raises(FloatingPointError, match=r"step 7: term 'global' = inf \(volumes a, b\)"):
         check_finite(losses, 7, ["a", "b"])
+
+
+def test_prefix_fill_benchmark_times_a_cold_store(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path / "fill", model={**FROZEN_MODEL, "text_train_layers": 1}
+    )
+    grouped = train_bench.prefix_fill_seconds(config, True, volumes=4)
+    padded = train_bench.prefix_fill_seconds(config, False, volumes=4)
+    assert grouped > 0 and padded > 0
+    with pytest.raises(ValueError, match="needs the frozen-prefix cache"):
+        train_bench.prefix_fill_seconds(config.replace(text_prefix_cache=False), True, volumes=4)
