@@ -45,24 +45,26 @@ class Visibility:
 
 
 # The tutorial difficulty, calibrated against what a supervised image tower sees at the tutorial
-# budget (README, "A calibrated phantom"); realistic is Visibility() for every finding.
+# budget (README, "Per-finding visibility"): every finding's AUC, averaged over 5 seeds of that
+# tower, at least 0.75. Some sizes exceed clinical ranges (a 60 mm "nodule", a 12 cm liver
+# lesion): at 48^3 and 120 steps that is what the CNN needs. realistic is Visibility() throughout.
 _TUTORIAL_CHANGES: dict[str, tuple[float, float]] = {  # name: (extent, contrast)
-    "Medical material": (2.0, 1.0),
+    "Medical material": (2.5, 1.0),
     "Arterial wall calcification": (2.5, 1.0),
     "Coronary artery wall calcification": (1.8, 1.0),
-    "Lymphadenopathy": (2.3, 1.0),
-    "Emphysema": (2.2, 1.0),
-    "Atelectasis": (2.2, 1.5),
-    "Lung nodule": (1.7, 1.2),
+    "Lymphadenopathy": (2.8, 1.0),
+    "Emphysema": (3.5, 1.0),
+    "Atelectasis": (2.6, 1.8),
+    "Lung nodule": (2.0, 1.4),
     "Lung opacity": (1.3, 1.3),
     "Pulmonary fibrotic sequela": (1.5, 1.0),
-    "Mosaic attenuation pattern": (1.5, 1.8),
+    "Mosaic attenuation pattern": (1.5, 3.2),
     "Peribronchial thickening": (1.3, 1.0),
     "Consolidation": (1.3, 1.0),
-    "Bronchiectasis": (2.0, 1.8),
+    "Bronchiectasis": (2.4, 2.0),
     "Interlobular septal thickening": (2.0, 2.0),
     "Hepatic steatosis": (1.0, 1.8),
-    "Liver lesion": (2.2, 3.0),
+    "Liver lesion": (3.0, 3.0),
     "Renal cyst": (2.4, 1.0),
 }
 TUTORIAL: dict[str, Visibility] = {
