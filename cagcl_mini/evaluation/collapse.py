@@ -91,10 +91,11 @@ def pair_cosines(
     if strings is not None:
         if len(strings) != e.shape[0]:
             raise ValueError(f"strings has {len(strings)} entries for {e.shape[0]} embeddings")
-        s = np.asarray(list(strings), dtype=object)
-        keep = s[iu] != s[ju]
+        first: dict[str, int] = {}
+        ids = np.array([first.setdefault(t, len(first)) for t in strings], dtype=np.int64)
+        keep = ids[iu] != ids[ju]
     iu, ju = iu[keep], ju[keep]
-    cos = np.einsum("ne,ne->n", e[iu], e[ju])
+    cos = (e @ e.T)[iu, ju]  # one Gram matrix instead of gathering both rows of every pair
     same = idx[iu] == idx[ju]
     return cos[same], cos[~same], idx[iu][same]
 

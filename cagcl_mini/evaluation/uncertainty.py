@@ -61,6 +61,27 @@ def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def resampled_aucs(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``scores``/``labels`` in each bootstrap replicate at once.
+
+    ``counts`` (replicates, volumes) says how often each volume was drawn; a replicate's AUC is
+    :func:`rank_auc` of its resampled arrays (ties counted half), computed from one sort as the
+    count-weighted Mann-Whitney sum; NaN where a replicate holds one class only.
+    """
+    order = np.argsort(scores, kind="stable")
+    ordered, positive = np.asarray(scores)[order], np.asarray(labels)[order].astype(bool)
+    weights = np.asarray(counts, dtype=float)[:, order]
+    ties = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first index of each value
+    pos = np.add.reduceat(np.where(positive, weights, 0.0), ties, axis=1)
+    neg = np.add.reduceat(np.where(positive, 0.0, weights), ties, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives with a lower score than each tie group
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = math.nan
+    return auc
+
+
 def bootstrap_statistic(
     n_volumes: int,
     statistic: Callable[[np.ndarray], float],
@@ -99,21 +120,21 @@ def bootstrap_detection(
         score[rows], label[rows] = s, y
         full[name] = (score, label)
     rng = np.random.default_rng(seed)
-    per: dict[str, list[float]] = {name: [] for name in full}
-    macro: list[float] = []
-    for _ in range(n):
-        idx = rng.integers(0, n_volumes, n_volumes)
-        aucs = []
-        for name, (score, label) in full.items():
-            keep = label[idx] >= 0
-            value = rank_auc(score[idx][keep], label[idx][keep])
-            per[name].append(value)
-            if math.isfinite(value):
-                aucs.append(value)
-        macro.append(float(np.mean(aucs)) if aucs else math.nan)
+    draws = np.stack([rng.integers(0, n_volumes, n_volumes) for _ in range(n)])
+    rows = np.repeat(np.arange(n), n_volumes)
+    counts = np.zeros((n, n_volumes))
+    np.add.at(counts, (rows, draws.ravel()), 1.0)
+    per: dict[str, np.ndarray] = {}
+    for name, (score, label) in full.items():
+        kept = label >= 0  # volumes showing the abnormality's anatomy
+        per[name] = resampled_aucs(score[kept], label[kept], counts[:, kept])
+    table = np.stack(list(per.values()), axis=1) if per else np.full((n, 1), math.nan)
+    finite = np.isfinite(table)
+    with np.errstate(invalid="ignore"):
+        macro = np.where(finite, table, 0.0).sum(1) / finite.sum(1)  # NaN: no label scored
     return {
         "per_abnormality": {name: percentile_interval(v, level) for name, v in per.items()},
-        "macro": percentile_interval(macro, level),
+        "macro": percentile_interval(macro.tolist(), level),
         "n_positive": {name: int((lab == 1).sum()) for name, (_, lab) in full.items()},
         "n_negative": {name: int((lab == 0).sum()) for name, (_, lab) in full.items()},
         "n": n,

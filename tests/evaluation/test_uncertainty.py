@@ -16,6 +16,7 @@ from cagcl_mini.evaluation.uncertainty import (
     bootstrap_statistic,
     percentile_interval,
     rank_auc,
+    resampled_aucs,
     t_interval,
 )
 
@@ -74,3 +75,43 @@ def test_rank_auc_equals_scikit_learns_with_ties():
         s = np.round(rng.normal(size=50) + y, 1)  # rounding makes ties
         assert rank_auc(s, y) == pytest.approx(auc(s, y.astype(int)), abs=1e-12)
     assert math.isnan(rank_auc(np.arange(3.0), np.zeros(3)))
+
+
+def test_resampled_aucs_equal_rank_auc_of_each_resampled_replicate():
+    rng = np.random.default_rng(4)
+    s = np.round(rng.normal(size=60), 1)  # ties
+    y = (rng.random(60) < 0.3).astype(int)
+    draws = rng.integers(0, 60, (200, 60))
+    counts = np.stack([np.bincount(d, minlength=60) for d in draws])
+    expected = [rank_auc(s[d], y[d]) for d in draws]
+    np.testing.assert_allclose(resampled_aucs(s, y, counts), expected, rtol=0, atol=1e-12)
+    one_class = np.zeros((1, 60))
+    one_class[0, np.flatnonzero(y == 0)[:5]] = 2.0  # a replicate of negatives only
+    assert math.isnan(resampled_aucs(s, y, one_class)[0])
+
+
+def test_bootstrap_detection_equals_the_replicate_by_replicate_loop():
+    rng = np.random.default_rng(5)
+    split, scores = _split(90, rng)
+    out = bootstrap_detection(split, scores, n=200, seed=3)
+    present = split.present.numpy()
+    full = {}  # the straightforward version: every replicate, every label, rank_auc
+    for name, (sc, y) in scores.items():
+        k = ANATOMY_ID["lung" if name == "Lung nodule" else "heart"] - 1
+        score, label = np.full(90, np.nan), np.full(90, -1)
+        score[present[:, k]], label[present[:, k]] = sc, y
+        full[name] = (score, label)
+    draw = np.random.default_rng(3)
+    per = {name: [] for name in full}
+    macro = []
+    for _ in range(200):
+        idx = draw.integers(0, 90, 90)
+        values = []
+        for name, (score, label) in full.items():
+            keep = label[idx] >= 0
+            per[name].append(rank_auc(score[idx][keep], label[idx][keep]))
+            values.append(per[name][-1])
+        macro.append(float(np.nanmean(values)))
+    for name in full:
+        assert out["per_abnormality"][name] == pytest.approx(percentile_interval(per[name]))
+    assert out["macro"] == pytest.approx(percentile_interval(macro))
