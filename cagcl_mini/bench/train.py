@@ -227,11 +227,12 @@ def run_train_bench(
     prefix_on = statistics.median(step_times(partial, True, timed))
     prefix_off = statistics.median(step_times(partial, False, timed))
     one_pad = statistics.median(step_times(partial, True, timed, length_buckets=False))
+    profile = profile_step(base)  # before the fills below empty the shared prefix store
     fill_volumes = 96
     fill_grouped = prefix_fill_seconds(partial, True, fill_volumes)
     fill_one_pad = prefix_fill_seconds(partial, False, fill_volumes)
     return {
-        "profile": profile_step(base),
+        "profile": profile,
         "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
         "volumes_per_s_runs": [round(r["volumes_per_s"], 3) for r in runs],
         "step_seconds": statistics.median(r["step_seconds"] for r in runs),
