@@ -130,6 +130,23 @@ class CTReportDataset(torch.utils.data.Dataset):
         key = json.dumps([self.size, self.hu_window, PIPELINE_VERSION, *unchecked])
         return base / f"s{self.size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
+    def fingerprint(self) -> str | None:
+        """A digest of everything an item depends on: the pipeline settings, each record (paths,
+        report, labels, spacing, rescale) and each volume's and map's size and mtime, so a
+        changed file or CSV changes it. None with a user ``transform`` (code cannot be hashed):
+        what depends on the items then cannot be cached."""
+        if self.transform is not None:
+            return None
+        digest = hashlib.sha256()
+        settings = [self.split, self.size, self.hu_window, self.min_anatomy_voxels, self.hu_check]
+        digest.update(json.dumps([*settings, PIPELINE_VERSION, str(self.dataset_dir)]).encode())
+        for rec in self.records:
+            stamps = [[p.stat().st_size, p.stat().st_mtime_ns] for p in (rec.image, rec.label)]
+            fields = [rec.name, str(rec.image), str(rec.label), rec.findings, rec.impressions]
+            fields += [rec.labels.tolist(), list(rec.spacing), rec.slope, rec.intercept, stamps]
+            digest.update(json.dumps(fields).encode())
+        return digest.hexdigest()
+
     @property
     def volume_names(self) -> list[str]:
         """VolumeNames (with ``.nii.gz``) in item order."""

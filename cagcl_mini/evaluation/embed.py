@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from cagcl_mini.anatomy import ALL_LABELS
 from cagcl_mini.data.dataset import collate
+from cagcl_mini.evaluation import embed_cache
 from cagcl_mini.progress import progress_bar
 
 
@@ -58,16 +59,32 @@ def embed_dataset(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    cache: bool = False,
 ) -> EmbeddedSplit:
     """Run ``model`` over ``dataset`` once (eval mode, no gradients) and keep every embedding.
 
     ``dataset`` yields items of the batch layout (``data.CTReportDataset``); ``device`` moves the
     model there (default: where it is). The model's train/eval mode is restored afterwards.
+    ``cache=True`` keeps the result on disk, keyed by the model's weights and the dataset's files
+    (:mod:`~cagcl_mini.evaluation.embed_cache`): the same model on the same split is embedded once.
     """
     if len(dataset) == 0:
         raise ValueError(f"dataset {getattr(dataset, 'split', '')!r} is empty: nothing to embed")
     if device is not None:
         model.to(device)
+    stored = embed_cache.cache_path(model, dataset, batch_size) if cache else None
+    fields = embed_cache.load_fields(stored) if stored is not None else None
+    if fields is not None:
+        return EmbeddedSplit(**{k: v for k, v in fields.items() if k != "format"})
+    split = _embed(model, dataset, batch_size, num_workers, progress)
+    if stored is not None:
+        embed_cache.save_fields(stored, vars(split))
+    return split
+
+
+def _embed(
+    model: Any, dataset: Any, batch_size: int, num_workers: int, progress: bool
+) -> EmbeddedSplit:
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
