@@ -44,8 +44,13 @@ from cagcl_mini.anatomy import ALL_LABELS
 from cagcl_mini.fileio import atomic_write_bytes, file_sha256, folder_lock, sha256
 from cagcl_mini.phantom.finding_masks import finding_mask_file, write_label_table
 from cagcl_mini.phantom.io import csv_bytes, nifti_gz_bytes
-from cagcl_mini.phantom.plan import METADATA_COLUMNS, CasePlan, PhantomSpec, plan_case
-from cagcl_mini.phantom.render import RenderedVolume, render_volume
+from cagcl_mini.phantom.plan import (
+    METADATA_COLUMNS,
+    CasePlan,
+    PhantomSpec,
+    plan_and_render,
+    plan_case,
+)
 from cagcl_mini.progress import progress_bar
 
 MANIFEST = "dataset.json"
@@ -57,25 +62,23 @@ class DatasetWriteError(OSError):
     """The dataset cannot be written where asked; the message names the folder and why."""
 
 
-def render_case(plan: CasePlan) -> RenderedVolume:
-    """The voxels of a planned volume (at its site's slice thickness), with its finding masks."""
-    return render_volume(
-        plan.seed_sequence(), plan.size, plan.findings, site=plan.site, finding_masks=True
-    )
-
-
 def stored_values(hu: np.ndarray, intercept: int) -> np.ndarray:
     """int16 values a scanner stores for HU with slope 1 and this intercept (HU - intercept)."""
     return (np.rint(hu) - np.float32(intercept)).astype(np.int16)
 
 
-def _write_case(job: tuple[CasePlan, str]) -> dict[str, Any]:
-    """Worker: render one planned volume and write its CT, label map and finding masks
-    atomically."""
-    plan, root_text = job
+CaseKey = tuple[
+    int, str, int, int, str, str
+]  # plan_case's (seed, split, pid, size, difficulty, site)
+
+
+def _write_case(job: tuple[CaseKey, str]) -> dict[str, Any]:
+    """Worker: plan and render one volume (once for both) and write its CT, label map and finding
+    masks atomically. The record carries the plan back for the CSV tables."""
+    key, root_text = job
     root = Path(root_text)
     t_cpu, t_wall = time.process_time(), time.perf_counter()
-    vol = render_case(plan)
+    plan, vol = plan_and_render(*key)
     files = {}
     for rel, data in (
         (plan.volume_file, nifti_gz_bytes(stored_values(vol.hu, plan.intercept), vol.affine)),
@@ -89,6 +92,7 @@ def _write_case(job: tuple[CasePlan, str]) -> dict[str, Any]:
         "files": files,
         "cpu_s": time.process_time() - t_cpu,
         "wall_s": time.perf_counter() - t_wall,
+        "plan": plan,
     }
 
 
@@ -186,10 +190,10 @@ def _prepare_partial(partial: Path, params: dict[str, Any]) -> None:
     shutil.rmtree(partial / ".tmp", ignore_errors=True)
 
 
-def _finished(partial: Path, plan: CasePlan) -> dict[str, Any] | None:
+def _finished(partial: Path, name: str) -> dict[str, Any] | None:
     """The progress record of a volume whose files are complete (sha256 verified), else None."""
     try:
-        record = json.loads((partial / ".progress" / f"{plan.name}.json").read_text())
+        record = json.loads((partial / ".progress" / f"{name}.json").read_text())
         for rel, meta in record["files"].items():
             if file_sha256(partial / rel) != meta["sha256"]:
                 return None
@@ -199,16 +203,16 @@ def _finished(partial: Path, plan: CasePlan) -> dict[str, Any] | None:
 
 
 def _render_all(
-    todo: list[CasePlan], partial: Path, workers: int, progress: bool
+    todo: list[CaseKey], partial: Path, workers: int, progress: bool
 ) -> list[dict[str, Any]]:
     records = []
-    jobs = [(plan, str(partial)) for plan in todo]
+    jobs = [(key, str(partial)) for key in todo]
     bar = progress_bar(total=len(jobs), desc="phantom volumes", unit="vol", disable=not progress)
 
     def done(record: dict[str, Any]) -> None:
         atomic_write_bytes(
             partial / ".progress" / f"{record['name']}.json",
-            json.dumps(record, sort_keys=True).encode(),
+            json.dumps({k: v for k, v in record.items() if k != "plan"}, sort_keys=True).encode(),
             partial / ".tmp",
         )
         records.append(record)
@@ -308,17 +312,20 @@ def make_dataset(
         _check_writable(out)  # another process may have changed it while we waited
         partial = out.parent / f".{out.name}.partial"
         _prepare_partial(partial, params)
-        plans = [
-            plan_case(spec.seed, "train", pid, spec.size, spec.difficulty, spec.site)
-            for pid in range(1, spec.n_train + 1)
+        keys: list[CaseKey] = [
+            (spec.seed, split, pid, spec.size, spec.difficulty, spec.site)
+            for split, n in (("train", spec.n_train), ("valid", spec.n_valid))
+            for pid in range(1, n + 1)
         ]
-        plans += [
-            plan_case(spec.seed, "valid", pid, spec.size, spec.difficulty, spec.site)
-            for pid in range(1, spec.n_valid + 1)
-        ]
-        kept = {p.name: r for p in plans if (r := _finished(partial, p)) is not None}
-        todo = [p for p in plans if p.name not in kept]
+        names = [layout.volume_name(split, pid) for _, split, pid, *_ in keys]
+        kept = {name: r for name in names if (r := _finished(partial, name)) is not None}
+        todo = [key for key, name in zip(keys, names, strict=True) if name not in kept]
         records = _render_all(todo, partial, workers, progress)
+        planned = {r["name"]: r.pop("plan") for r in records}
+        plans = [
+            planned[name] if name in planned else plan_case(*key)  # a resumed build's kept ones
+            for key, name in zip(keys, names, strict=True)
+        ]
         files: dict[str, dict[str, Any]] = {}
         for record in [*kept.values(), *records]:
             files.update(record["files"])

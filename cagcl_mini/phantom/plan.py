@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from cagcl_mini.phantom.io import fmt_float
 from cagcl_mini.phantom.render import (
     STREAM_NEGATIVES,
     STREAM_PLAN,
+    RenderedVolume,
     affine_for,
     body_for,
     child,
@@ -195,16 +196,13 @@ def choose_citations(specs: list[FindingSpec], rng: np.random.Generator) -> list
     return [name for name in FINDING_MASK_LABELS if rng.random() < P_CITE and name in present]
 
 
-def cited_slices(
-    ss: np.random.SeedSequence, size: int, specs: list[FindingSpec], site: str, names: list[str]
-) -> dict[str, int]:
+def cited_slices(vol: RenderedVolume, names: list[str]) -> dict[str, int]:
     """Finding name -> the slice its citation names: ``N`` = 1 + the index along the stored
     volume's axis 2 (RAS+: image 1 is the most inferior slice, as the metadata's
     ``ImagePositionPatient`` is) of the finding's centre, the median slice of its mask's voxels
-    (a slice the finding is in). Renders the volume exactly as the builder will (same seed,
-    findings and site); a finding with no voxel in the stored mask (painted over) is not cited.
+    (a slice the finding is in), read from the volume the builder writes; a finding with no voxel
+    in the stored mask (painted over) is not cited.
     """
-    vol = render_volume(ss, size, specs, site=site, finding_masks=True)
     out = {}
     for name in names:
         z = np.sort(np.nonzero(vol.finding_map == FINDING_MASK_LABELS[name])[2])
@@ -227,6 +225,26 @@ def plan_case(
     so the rest of the report and the voxels are what they were without citations); only then is
     the volume rendered here, to find the slice (:func:`cited_slices`).
     """
+    return _plan(seed, split, pid, size, difficulty, site, render=False)[0]
+
+
+def plan_and_render(
+    seed: int,
+    split: str,
+    pid: int,
+    size: int,
+    difficulty: str = "tutorial",
+    site: str = "A",
+) -> tuple[CasePlan, RenderedVolume]:
+    """:func:`plan_case` and the volume's voxels and masks, rendered once for both (the builder's
+    workers: a cited finding's slice is read from the volume they write)."""
+    plan, vol = _plan(seed, split, pid, size, difficulty, site, render=True)
+    return plan, cast(RenderedVolume, vol)
+
+
+def _plan(
+    seed: int, split: str, pid: int, size: int, difficulty: str, site: str, render: bool
+) -> tuple[CasePlan, RenderedVolume | None]:
     where = get_site(site)
     ss = case_seed(seed, split, pid, site)
     rng = child(ss, STREAM_PLAN)
@@ -237,11 +255,12 @@ def plan_case(
     sx, sy, sz = body.spacing
     sz *= where.slice_factor
     cited = choose_citations(specs, child(ss, STREAM_CITATIONS))
-    citations = (
-        cited_slices(ss, size, specs, site, cited)
-        if cited and not where.labels_only_reports
-        else {}
-    )
+    if cited and where.labels_only_reports:
+        cited = []
+    vol = None
+    if render or cited:  # the volume the builder writes (same seed, findings and site)
+        vol = render_volume(ss, size, specs, site=site, finding_masks=True)
+    citations = cited_slices(vol, cited) if cited else {}
     report = {
         "VolumeName": name,
         "ClinicalInformation_EN": clinical_text(rng),
@@ -272,7 +291,8 @@ def plan_case(
         "ImagePositionPatient": f"[{fmt_float(-ox)}, {fmt_float(-oy)}, {fmt_float(oz)}]",
         "ImageOrientationPatient": "[-1, 0, 0, 0, -1, 0]",
     }
-    return CasePlan(
+    plan = CasePlan(
         split, pid, int(seed), size, difficulty, site, intercept, tuple(specs), report, metadata,
         citations,
     )  # fmt: skip
+    return plan, vol
