@@ -12,8 +12,9 @@
   micro precision, recall and F1 over every (volume, abnormality) pair, and the macro F1 over
   abnormalities with at least one positive volume.
 
-:func:`report_scores` gives all of them with a 95 % bootstrap interval over volumes
-(:func:`~cagcl_mini.evaluation.uncertainty.bootstrap_statistic`).
+:func:`report_scores` gives all of them with a 95 % bootstrap interval over volumes (the draws of
+:func:`~cagcl_mini.evaluation.uncertainty.bootstrap_statistic`, every resample at once from
+per-volume counts: :func:`~cagcl_mini.evaluation.uncertainty.resample_counts`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import precision_recall_fscore_support
 
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES, NUM_ANATOMIES
-from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP, bootstrap_statistic
+from cagcl_mini.evaluation.uncertainty import N_BOOTSTRAP, percentile_interval, resample_counts
 from cagcl_mini.nn.text import _quiet_transformers, default_text_model_path
 from cagcl_mini.text.findings import findings
 from cagcl_mini.text.reports import split_report
@@ -279,19 +280,6 @@ def report_scores(
     else:
         bert = np.full(len(generated), np.nan)
     ce = clinical_efficacy(pred, true)
-    tp, fp, fn = ((pred & true).sum(1), (pred & ~true).sum(1), (~pred & true).sum(1))
-
-    def macro_f1(idx: np.ndarray) -> float:
-        return clinical_efficacy(pred[idx], true[idx])["macro_f1"]
-
-    statistics = {
-        "rouge_l": lambda i: float(rouge[i].mean()),
-        "bertscore_f1": lambda i: float(bert[i].mean()),
-        "ce_precision": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[0],
-        "ce_recall": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[1],
-        "ce_f1": lambda i: _micro(tp[i].sum(), fp[i].sum(), fn[i].sum())[2],
-        "ce_macro_f1": macro_f1,
-    }
     out: dict[str, Any] = {
         "rouge_l": float(rouge.mean()),
         "bertscore_f1": float(bert.mean()),
@@ -301,16 +289,40 @@ def report_scores(
         "ce_macro_f1": ce["macro_f1"],
     }
     if n_bootstrap:
-        for name, statistic in statistics.items():
-            if name == "bertscore_f1" and not bertscore:
-                out[f"{name}_ci95"] = [math.nan, math.nan]
-                continue
-            n_draws = max(1, n_bootstrap // 5) if name == "ce_macro_f1" else n_bootstrap
-            out[f"{name}_ci95"] = list(
-                bootstrap_statistic(len(generated), statistic, n_draws, seed)
-            )
+        resampled = _resampled_scores(rouge, bert, pred, true, n_bootstrap, seed)
+        for name, values in resampled.items():
+            out[f"{name}_ci95"] = list(percentile_interval(values))
     out["n"] = len(generated)
     return out
+
+
+def _resampled_scores(
+    rouge: np.ndarray, bert: np.ndarray, pred: np.ndarray, true: np.ndarray, n: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Each metric of :func:`report_scores` in ``n`` resamples of the volumes (the draws of
+    :func:`~cagcl_mini.evaluation.uncertainty.bootstrap_statistic`), all from per-volume counts:
+    a resample's true positives are ``counts @ tp``, and so on."""
+    counts = resample_counts(len(rouge), n, seed)  # (n, N)
+    pair_tp, pair_fp, pair_fn = (pred & true), (pred & ~true), (~pred & true)  # (N, A)
+    tp, fp, fn = (counts @ x.sum(1) for x in (pair_tp, pair_fp, pair_fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        label_tp, label_fp, label_fn = (counts @ x for x in (pair_tp, pair_fp, pair_fn))  # (n, A)
+        label_f1 = np.where(
+            label_tp > 0, 2 * label_tp / (2 * label_tp + label_fp + label_fn), 0.0
+        )  # scikit-learn's F1 with zero_division=0
+        seen = (counts @ true) > 0  # labels with a true positive volume in the resample
+        macro_f1 = np.where(seen, label_f1, 0.0).sum(1) / seen.sum(1)  # NaN: none seen
+    return {
+        "rouge_l": counts @ rouge / len(rouge),
+        "bertscore_f1": counts @ bert / len(bert),  # NaN throughout when BERTScore was skipped
+        "ce_precision": precision,
+        "ce_recall": recall,
+        "ce_f1": f1,
+        "ce_macro_f1": macro_f1,
+    }
 
 
 def report_scores_sets(

@@ -82,6 +82,17 @@ def resampled_aucs(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -
     return auc
 
 
+def resample_counts(n_volumes: int, n: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """(n, n_volumes): how often each volume is drawn in each of ``n`` resamples, the same
+    draws :func:`bootstrap_statistic` makes with this seed. A statistic that is a sum over
+    volumes is then one matrix product for all resamples at once."""
+    rng = np.random.default_rng(seed)
+    draws = np.stack([rng.integers(0, n_volumes, n_volumes) for _ in range(n)])
+    counts = np.zeros((n, n_volumes))
+    np.add.at(counts, (np.repeat(np.arange(n), n_volumes), draws.ravel()), 1.0)
+    return counts
+
+
 def bootstrap_statistic(
     n_volumes: int,
     statistic: Callable[[np.ndarray], float],
@@ -119,11 +130,7 @@ def bootstrap_detection(
         score, label = np.full(n_volumes, np.nan), np.full(n_volumes, -1)
         score[rows], label[rows] = s, y
         full[name] = (score, label)
-    rng = np.random.default_rng(seed)
-    draws = np.stack([rng.integers(0, n_volumes, n_volumes) for _ in range(n)])
-    rows = np.repeat(np.arange(n), n_volumes)
-    counts = np.zeros((n, n_volumes))
-    np.add.at(counts, (rows, draws.ravel()), 1.0)
+    counts = resample_counts(n_volumes, n, seed)
     per: dict[str, np.ndarray] = {}
     for name, (score, label) in full.items():
         kept = label >= 0  # volumes showing the abnormality's anatomy

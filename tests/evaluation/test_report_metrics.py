@@ -139,6 +139,32 @@ def test_baselines_that_see_no_image_score_as_they_must(phantom_reports):
         assert lo <= rand[name] <= hi, name
 
 
+def test_intervals_from_counts_equal_the_loop_over_resamples(phantom_reports):
+    """report_scores computes every resample at once; the slow definition (index the volumes,
+    recompute the metric, take percentiles) must give the same intervals."""
+    from cagcl_mini.evaluation.report_generation import random_reports
+    from cagcl_mini.evaluation.uncertainty import bootstrap_statistic
+
+    reports, labels, train = phantom_reports
+    drawn = random_reports(train, len(reports), seed=2)
+    bert = np.linspace(0.5, 0.9, len(reports))
+    fast = rm.report_scores(drawn, reports, labels, n_bootstrap=300, seed=4, bert_f1=bert)
+    pred, true = rm.reports_labels(drawn).astype(bool), labels.astype(bool)
+    rouge = rm.rouge_l(drawn, reports)
+    slow = {
+        "rouge_l": lambda i: float(rouge[i].mean()),
+        "bertscore_f1": lambda i: float(bert[i].mean()),
+        "ce_precision": lambda i: rm.clinical_efficacy(pred[i], true[i])["precision"],
+        "ce_recall": lambda i: rm.clinical_efficacy(pred[i], true[i])["recall"],
+        "ce_f1": lambda i: rm.clinical_efficacy(pred[i], true[i])["f1"],
+        "ce_macro_f1": lambda i: rm.clinical_efficacy(pred[i], true[i])["macro_f1"],
+    }
+    assert 0 < fast["ce_f1"] < 1
+    for name, statistic in slow.items():
+        expected = bootstrap_statistic(len(reports), statistic, 300, seed=4)
+        np.testing.assert_allclose(fast[f"{name}_ci95"], expected, rtol=0, atol=1e-12)
+
+
 def test_candidate_sets_share_one_bertscore_call_and_score_as_alone(phantom_reports, monkeypatch):
     from cagcl_mini.evaluation.report_generation import random_reports
 
