@@ -25,3 +25,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CAGCL_MINI_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # text prefix states stay in memory: a test's cache misses are its own (test_text_prefix_disk
+    # turns the on-disk copy on)
+    monkeypatch.setenv("CAGCL_MINI_PREFIX_DISK", "0")

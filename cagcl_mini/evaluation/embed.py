@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from cagcl_mini.anatomy import ALL_LABELS
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.evaluation import embed_cache
+from cagcl_mini.nn.text_cache import save_shared_prefix_states
 from cagcl_mini.progress import progress_bar
 
 
@@ -77,6 +78,7 @@ def embed_dataset(
     if fields is not None:
         return EmbeddedSplit(**{k: v for k, v in fields.items() if k != "format"})
     split = _embed(model, dataset, batch_size, num_workers, progress)
+    save_shared_prefix_states()  # the descriptions' frozen text states, for the next process
     if stored is not None:
         embed_cache.save_fields(stored, vars(split))
     return split

@@ -20,29 +20,144 @@ padded to the longest lung description of its batch.
 it applies to BERT-style models (``.embeddings`` + ``.encoder.layer``) while 0 < n < L layers
 train, and otherwise falls back to the encoder's own path (a frozen encoder has its own
 pooled-output cache in :mod:`cagcl_mini.nn.text`).
+
+On disk. The shared store of a text model is also kept in ``$CAGCL_MINI_HOME/cache/text_prefix``
+(one file per text model, ``max_length`` and split layer, named by a digest of the frozen
+weights): a store is read from there the first time a process needs it, and
+:func:`save_shared_prefix_states` (called at the end of training and of ``embed_dataset``) writes
+the strings computed since, merged with the file, under a temporary name renamed into place. So
+the next notebook or process does not run the frozen bottom again for the same descriptions.
+States read back are the computed ones, bit for bit; which strings shared a padded batch when they
+were first computed can differ between histories, as it already does inside one process
+(differences of float rounding). ``CAGCL_MINI_PREFIX_DISK=0`` keeps the stores in memory only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
+from cagcl_mini import paths
+from cagcl_mini.fileio import atomic_path
 from cagcl_mini.nn.text import TextEncoder
 
 # Frozen bottoms are the pretrained weights, the same in every model built on the same text model:
 # models of one process share their cached states (evaluation embeds the same descriptions with
 # every model it compares). Keyed by (text model, max_length, split layer).
 _SHARED: dict[tuple[str, int, int], OrderedDict[str, torch.Tensor]] = {}
+_FILES: dict[tuple[str, int, int], Path] = {}  # a shared store's file, once it has been looked up
+_NEW: dict[tuple[str, int, int], int] = {}  # strings computed since the store was last saved
 BOTTOM_CHUNK = 256  # strings per forward of the frozen bottom (bounds its attention memory)
+DISK_ENV = "CAGCL_MINI_PREFIX_DISK"  # "0": shared stores stay in memory only
+DISK_FORMAT = 1
+MAX_DISK_BYTES = 512 * 2**20  # a store's file keeps its most recently used strings up to this
 
 
 def clear_shared_prefix_states() -> None:
-    """Forget every shared prefix state (tests, or to free memory)."""
+    """Forget every shared prefix state in memory (tests, or to free memory); files stay."""
     _SHARED.clear()
+    _FILES.clear()
+    _NEW.clear()
+
+
+_MEMORY_ONLY = [0]  # depth of memory_only() blocks
+
+
+def disk_enabled() -> bool:
+    """Whether shared stores are read from and saved to disk (``CAGCL_MINI_PREFIX_DISK``, and
+    not inside :func:`memory_only`)."""
+    return not _MEMORY_ONLY[0] and os.environ.get(DISK_ENV, "1").strip() != "0"
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """Inside, shared stores are neither read from nor saved to disk (to time the cold path)."""
+    _MEMORY_ONLY[0] += 1
+    try:
+        yield
+    finally:
+        _MEMORY_ONLY[0] -= 1
+
+
+def prefix_dir() -> Path:
+    """Where shared stores are kept on disk (``$CAGCL_MINI_HOME/cache/text_prefix``)."""
+    return paths.home() / "cache" / "text_prefix"
+
+
+def _store_file(key: tuple[str, int, int], encoder: TextEncoder) -> Path:
+    """The file of a shared store: named by a digest of the frozen bottom's weights."""
+    model, split = encoder.model, key[2]
+    digest = hashlib.sha256(json.dumps([DISK_FORMAT, *key]).encode())
+    frozen = [model.embeddings, *model.encoder.layer[:split]]
+    for module in frozen:
+        for name, tensor in module.state_dict().items():
+            t = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(name.encode())
+            digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return prefix_dir() / f"prefix-{key[1]}-{split}-{digest.hexdigest()[:24]}.pt"
+
+
+def _read_states(path: Path, warn: bool = True) -> OrderedDict[str, torch.Tensor]:
+    """The states a store file holds (empty when absent; unreadable: empty, with a warning)."""
+    if not path.is_file():
+        return OrderedDict()
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        texts, lengths, states = data["texts"], data["lengths"], data["states"]
+        if data.get("format") != DISK_FORMAT or len(texts) != len(lengths):
+            raise ValueError(f"not a format-{DISK_FORMAT} prefix file")
+        return OrderedDict(zip(texts, torch.split(states, lengths), strict=True))
+    except Exception as exc:  # noqa: BLE001 - an unreadable cache is recomputed
+        if warn:
+            warnings.warn(
+                f"{path}: unreadable text prefix states ({exc}); recomputing", stacklevel=2
+            )
+        return OrderedDict()
+
+
+def save_shared_prefix_states() -> list[Path]:
+    """Write every shared store that computed new strings to its file (merged with what the file
+    holds, most recently used last, capped at :data:`MAX_DISK_BYTES`); the files written."""
+    written = []
+    for key, path in list(_FILES.items()):
+        if not _NEW.get(key) or not disk_enabled():
+            continue
+        merged = _read_states(path, warn=False)  # unreadable: overwritten
+        for text, state in _SHARED.get(key, {}).items():
+            merged.pop(text, None)
+            merged[text] = state
+        texts, total = [], 0
+        for text in reversed(merged):  # newest first, until the cap
+            total += merged[text].numel() * merged[text].element_size()
+            if total > MAX_DISK_BYTES:
+                break
+            texts.append(text)
+        texts.reverse()
+        data = {
+            "format": DISK_FORMAT,
+            "texts": texts,
+            "lengths": [int(merged[t].shape[0]) for t in texts],
+            "states": torch.cat([merged[t] for t in texts]) if texts else torch.zeros(0),
+        }
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(data, tmp)
+        except OSError as exc:  # a read-only cache folder costs speed, never a result
+            warnings.warn(f"could not save text prefix states to {path}: {exc}", stacklevel=2)
+            continue
+        _NEW[key] = 0
+        written.append(path)
+    return written
 
 
 class PrefixCache:
@@ -94,11 +209,22 @@ class PrefixCache:
         self._states = OrderedDict()
         self.hits = self.misses = 0
 
+    def _key(self, split: int) -> tuple[str, int, int]:
+        return (str(self.encoder.name_or_path), int(self.encoder.max_length), int(split))
+
     def _store(self, split: int) -> OrderedDict[str, torch.Tensor]:
         if not self.shared:
             return self._states
-        key = (str(self.encoder.name_or_path), int(self.encoder.max_length), int(split))
-        return _SHARED.setdefault(key, OrderedDict())
+        key = self._key(split)
+        if key not in _SHARED:
+            _SHARED[key] = OrderedDict()
+            if disk_enabled():
+                _FILES[key] = _store_file(key, self.encoder)
+                device = self.encoder.device
+                _SHARED[key] = OrderedDict(
+                    (text, state.to(device)) for text, state in _read_states(_FILES[key]).items()
+                )
+        return _SHARED[key]
 
     # ------------------------------------------------------------------ encoding
     def _missing_groups(self, texts: list[str]) -> list[list[str]]:
@@ -154,6 +280,9 @@ class PrefixCache:
         for group in self._missing_groups(missing):
             for text, state in zip(group, self._bottom(group, split), strict=True):
                 store[text] = state
+        if missing and self.shared:
+            key = self._key(split)
+            _NEW[key] = _NEW.get(key, 0) + len(missing)
         states = [store[t] for t in texts]
         for text in texts:
             store.move_to_end(text)

@@ -38,6 +38,7 @@ from torch.profiler import record_function
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.fileio import folder_lock, refuse_in_reimported_main, remove_stale_temporaries
 from cagcl_mini.nn.model import AnatomyCLIP
+from cagcl_mini.nn.text_cache import save_shared_prefix_states
 from cagcl_mini.progress import progress_bar
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import distributed as dist_utils
@@ -365,6 +366,8 @@ def _fit(config, device, info, out_dir, resume, show, stop_after=None) -> TrainR
                 aside = _drop(aside)
     bar.close()
     logger.close()
+    if info.is_main:
+        save_shared_prefix_states()  # the descriptions' frozen text states, for the next process
     if stop < steps:  # stopped early on purpose: the step checkpoint is the result
         done = max(stop, start)
         return TrainResult(
