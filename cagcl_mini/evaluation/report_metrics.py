@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 from sklearn.metrics import precision_recall_fscore_support
 
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES, NUM_ANATOMIES
@@ -63,9 +63,23 @@ def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- text overlap
+class _RememberingTokenizer(tokenizers.Tokenizer):
+    """rouge-score's default tokenizer (Porter stemming) that remembers its recent texts: a
+    reference scored against several candidate sets, or a report generated many times, is
+    tokenised and stemmed once."""
+
+    def __init__(self) -> None:
+        self._tokens = functools.lru_cache(maxsize=4096)(
+            tokenizers.DefaultTokenizer(use_stemmer=True).tokenize
+        )
+
+    def tokenize(self, text: str) -> list[str]:
+        return list(self._tokens(text))
+
+
 @functools.lru_cache(maxsize=1)
 def _rouge() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RememberingTokenizer())
 
 
 def rouge_l(generated: Sequence[str], references: Sequence[str]) -> np.ndarray:

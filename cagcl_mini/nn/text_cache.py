@@ -60,7 +60,7 @@ _NEW: dict[tuple[str, int, int], int] = {}  # strings computed since the store w
 BOTTOM_CHUNK = 256  # strings per forward of the frozen bottom (bounds its attention memory)
 DISK_ENV = "CAGCL_MINI_PREFIX_DISK"  # "0": shared stores stay in memory only
 DISK_FORMAT = 1
-MAX_DISK_BYTES = 512 * 2**20  # a store's file keeps its most recently used strings up to this
+MAX_DISK_BYTES = 256 * 2**20  # a store's file keeps its most recently used strings up to this
 
 
 def clear_shared_prefix_states() -> None:

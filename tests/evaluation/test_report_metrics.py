@@ -139,6 +139,18 @@ def test_baselines_that_see_no_image_score_as_they_must(phantom_reports):
         assert lo <= rand[name] <= hi, name
 
 
+def test_rouge_l_equals_rouge_scores_own_stemming_scorer(phantom_reports):
+    from rouge_score import rouge_scorer
+
+    reports, _, train = phantom_reports
+    plain = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    pairs = list(zip(train[: len(reports)], reports, strict=True)) * 2  # repeats hit the memory
+    ours = rm.rouge_l([g for g, _ in pairs], [r for _, r in pairs])
+    theirs = [plain.score(r, g)["rougeL"].fmeasure for g, r in pairs]
+    np.testing.assert_array_equal(ours, theirs)
+    assert 0 < ours.mean() < 1
+
+
 def test_intervals_from_counts_equal_the_loop_over_resamples(phantom_reports):
     """report_scores computes every resample at once; the slow definition (index the volumes,
     recompute the metric, take percentiles) must give the same intervals."""
