@@ -9,6 +9,8 @@ intensity statistic per finding (:mod:`cagcl_mini.experiments.probe`). These are
 README's targets name. The supervised tower is also trained with ``supervised_seeds`` seeds
 (``supervised_seeds`` block: per-seed macro AUC, the mean with its 95 % t interval, and each
 finding's mean and lowest AUC over those seeds), because one seed's bound moves by a few points.
+``supervised_only`` runs the supervised tower alone (no trained presets, no intensity probe):
+with ``overrides`` (``--set``) it measures what an optimiser or data change does to the bound.
 """
 
 from __future__ import annotations
@@ -77,29 +79,42 @@ def benchmark(
     seed: int = 0,
     difficulty: str | None = None,
     supervised_seeds: int = 3,
+    overrides: list[str] | tuple[str, ...] = (),
+    supervised_only: bool = False,
 ) -> dict[str, Any]:
-    """The probes' figures; ``steps`` replaces the config's steps (and scales its warmup) and
-    ``difficulty`` the phantom's (default: the config's)."""
+    """The probes' figures; ``overrides`` (``key=value``, as ``cagcl-mini train --set``) change
+    the config, ``steps`` replaces its steps (and scales its warmup) and ``difficulty`` the
+    phantom's (default: the config's)."""
     if supervised_seeds < 1:
         raise ValueError(f"supervised_seeds must be >= 1, got {supervised_seeds}")
-    config = resolve_config(config).replace(seed=seed).with_steps(steps)
+    config = resolve_config(config)
+    if overrides:
+        config = config.with_overrides(list(overrides))
+    config = config.replace(seed=seed).with_steps(steps)
     if difficulty is not None:
         config = config.replace(data_difficulty=difficulty)
     train_set, valid_set = dataset_for(config, "train"), dataset_for(config, "valid")
-    models = {"untrained": model_for(config)}
-    models |= {p: trained_model(config, loss_preset=p) for p in presets}
-    rows = {name: zero_shot_row(m, train_set, valid_set, seed) for name, m in models.items()}
+    out: dict[str, Any] = {}
+    if not supervised_only:
+        models = {"untrained": model_for(config)}
+        models |= {p: trained_model(config, loss_preset=p) for p in presets}
+        out["models"] = {
+            name: zero_shot_row(m, train_set, valid_set, seed) for name, m in models.items()
+        }
     supervised = supervised_probe(
-        config, seed=seed, progress=False, site_b=config.data_root is None
+        config, seed=seed, progress=False, site_b=config.data_root is None and not supervised_only
     )
     more = [
         supervised_probe(config, seed=seed + k, progress=False) for k in range(1, supervised_seeds)
     ]
-    return {
-        "models": rows,
-        "supervised": supervised,
-        "supervised_seeds": supervised_spread([supervised, *more]),
-        "intensity": intensity_probe([train_set, valid_set]),
+    out["supervised"] = supervised
+    out["supervised_seeds"] = supervised_spread([supervised, *more])
+    if not supervised_only:
+        out["intensity"] = intensity_probe([train_set, valid_set])
+    return out | {
+        "overrides": list(overrides),
+        "batch_size": config.batch_size,
+        "lr": config.lr,
         "config": config.name,
         "difficulty": config.data_difficulty,
         "image_size": config.image_size,

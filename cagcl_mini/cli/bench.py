@@ -75,11 +75,13 @@ def _ablations(args: argparse.Namespace) -> dict:
 
 
 def _probe(args: argparse.Namespace) -> dict:
+    _check_overrides(args)
     from cagcl_mini.bench import probe  # heavy (cli docstring)
 
     return probe.benchmark(
         steps=args.steps, seed=args.seed, difficulty=args.difficulty,
-        supervised_seeds=args.supervised_seeds,
+        supervised_seeds=args.supervised_seeds, overrides=args.set,
+        supervised_only=args.supervised_only,
     )  # fmt: skip
 
 
@@ -135,7 +137,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "probe": (
         "zero-shot AUC next to its supervised bounds",
         _probe,
-        ("steps", "seed", "difficulty", "supervised_seeds"),
+        ("steps", "seed", "difficulty", "supervised_seeds", "supervised_only", "set"),
     ),
     "retrieval": (
         "volume-report retrieval and report generation",
@@ -167,6 +169,13 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "type": int,
             "default": 3,
             "help": "seeds of the supervised tower (seed, seed+1, ...; mean and spread)",
+        },
+    ),
+    "supervised_only": (
+        ("--supervised-only",),
+        {
+            "action": "store_true",
+            "help": "only the supervised tower over its seeds (no trained presets, no intensity)",
         },
     ),
     "ablation_seeds": (

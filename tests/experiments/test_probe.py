@@ -155,6 +155,27 @@ def test_benchmark_puts_zero_shot_next_to_every_probe(probe_data):
     assert all(spread["auc_min"][n] <= spread["auc_mean"][n] for n in spread["auc_mean"])
 
 
+def test_supervised_only_changes_the_config_and_skips_the_presets(probe_data, monkeypatch, capsys):
+    from cagcl_mini.cli.main import main as cli_main
+
+    config = tiny_config(probe_data, None, steps=4, warmup_steps=2, model=FROZEN_MODEL)
+    monkeypatch.setattr(
+        probe_bench, "trained_model", lambda *a, **k: pytest.fail("a preset was trained")
+    )
+    out = probe_bench.benchmark(
+        config, supervised_seeds=2, overrides=["batch_size=2", "lr=0.01"], supervised_only=True
+    )
+    assert "models" not in out and "intensity" not in out
+    assert out["batch_size"] == 2 and out["lr"] == 0.01 and out["steps"] == 4
+    assert out["overrides"] == ["batch_size=2", "lr=0.01"]
+    assert (
+        out["supervised_seeds"]["seeds"] == [0, 1] and "site_b_macro_auc" not in out["supervised"]
+    )
+    # a mistyped field fails in one line before any training, naming it
+    assert cli_main(["bench", "probe", "--supervised-only", "--set", "batch_sise=2"]) == 2
+    assert "unknown key 'batch_sise'" in capsys.readouterr().err
+
+
 def test_supervised_spread_summarises_seeds():
     runs = [
         {"seed": 0, "macro_auc": 0.8, "auc": {"a": 0.9, "b": 0.7}},
