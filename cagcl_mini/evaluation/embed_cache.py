@@ -20,6 +20,7 @@ import torch
 
 from cagcl_mini import paths
 from cagcl_mini.fileio import atomic_path
+from cagcl_mini.nn.digest import state_digest
 
 FORMAT = 1  # bump when the stored fields change
 MAX_FILES = 64
@@ -33,12 +34,7 @@ def cache_dir() -> Path:
 
 def model_fingerprint(model: Any) -> str:
     """sha256 of every tensor of ``model.state_dict()`` (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-    return digest.hexdigest()
+    return state_digest(model.state_dict())
 
 
 def cache_path(model: Any, dataset: Any, batch_size: int) -> Path | None:

@@ -49,6 +49,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from cagcl_mini import paths
 from cagcl_mini.fileio import atomic_path
+from cagcl_mini.nn.digest import state_digest
 from cagcl_mini.nn.text import TextEncoder
 
 # Frozen bottoms are the pretrained weights, the same in every model built on the same text model:
@@ -97,14 +98,12 @@ def prefix_dir() -> Path:
 def _store_file(key: tuple[str, int, int], encoder: TextEncoder) -> Path:
     """The file of a shared store: named by a digest of the frozen bottom's weights."""
     model, split = encoder.model, key[2]
-    digest = hashlib.sha256(json.dumps([DISK_FORMAT, *key]).encode())
-    frozen = [model.embeddings, *model.encoder.layer[:split]]
-    for module in frozen:
-        for name, tensor in module.state_dict().items():
-            t = tensor.detach().to("cpu").contiguous().reshape(-1)
-            digest.update(name.encode())
-            digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-    return prefix_dir() / f"prefix-{key[1]}-{split}-{digest.hexdigest()[:24]}.pt"
+    frozen = nn.ModuleList([model.embeddings, *model.encoder.layer[:split]])
+    name = json.dumps([DISK_FORMAT, *key, state_digest(frozen.state_dict())])
+    return (
+        prefix_dir()
+        / f"prefix-{key[1]}-{split}-{hashlib.sha256(name.encode()).hexdigest()[:24]}.pt"
+    )
 
 
 def _read_states(path: Path, warn: bool = True) -> OrderedDict[str, torch.Tensor]:
@@ -147,7 +146,7 @@ def save_shared_prefix_states() -> list[Path]:
             "format": DISK_FORMAT,
             "texts": texts,
             "lengths": [int(merged[t].shape[0]) for t in texts],
-            "states": torch.cat([merged[t] for t in texts]) if texts else torch.zeros(0),
+            "states": torch.cat([merged[t].cpu() for t in texts]) if texts else torch.zeros(0),
         }
         try:
             with atomic_path(path) as tmp:
