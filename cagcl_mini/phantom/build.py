@@ -67,9 +67,8 @@ def stored_values(hu: np.ndarray, intercept: int) -> np.ndarray:
     return (np.rint(hu) - np.float32(intercept)).astype(np.int16)
 
 
-CaseKey = tuple[
-    int, str, int, int, str, str
-]  # plan_case's (seed, split, pid, size, difficulty, site)
+# plan_case's arguments: (seed, split, pid, size, difficulty, site)
+CaseKey = tuple[int, str, int, int, str, str]
 
 
 def _write_case(job: tuple[CaseKey, str]) -> dict[str, Any]:
