@@ -94,13 +94,14 @@ class TrainConfig:
     )
     text_prefix_cache: bool = True  # cache hidden states below the first trainable text layer
     # optimisation
-    batch_size: PositiveInt = 16  # global batch per micro-step (split across torchrun processes)
+    # 240 steps of 8 volumes: the same volume passes as 120 of 16, more optimiser steps
+    batch_size: PositiveInt = 8  # global batch per micro-step (split across torchrun processes)
     grad_accum: PositiveInt = 1  # micro-batches per optimiser step
-    steps: PositiveInt = 120  # optimiser steps
+    steps: PositiveInt = 240  # optimiser steps
     lr: Annotated[float, Field(gt=0.0)] = 5e-3
     text_lr: Annotated[float, Field(ge=0.0)] = 1e-4  # the transformer layers of the text encoder
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
-    warmup_steps: Count = 12
+    warmup_steps: Count = 24
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # cosine ends at lr * this
     clip_grad: Annotated[float, Field(gt=0.0)] | None = 1.0  # max gradient norm; None = no clip
     seed: int = 0

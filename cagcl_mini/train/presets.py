@@ -1,7 +1,7 @@
 """The training presets, as plain data: each is a set of changes to ``TrainConfig``'s defaults.
 
 - ``cpu-quick`` (the defaults, the tutorial's budget): the 64^3 phantom volumes seen at 48^3, the
-  tiny CNN, the bundled MiniLM with CLS pooling and its last layer trainable, batch 16, 120 steps.
+  tiny CNN, the bundled MiniLM with CLS pooling and its last layer trainable, batch 8, 240 steps.
 - ``gpu-full``: 96^3 volumes, a ResNet-18 trunk, batch 32, 3000 steps, bf16 autocast.
 
 Kept apart from :mod:`cagcl_mini.train.config` so the command line can name them without
