@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from cagcl_mini.cli import main as cli
@@ -97,16 +98,86 @@ def test_a_failing_cell_is_named_and_stops_the_run(tmp_path, capsys):
     _write_notebook(folder / "00_ok.ipynb", ["y = x + 1"])
     _write_notebook(folder / "01_bad.ipynb", ["y = x + 1", "raise ValueError('boom in cell two')"])
     _write_notebook(folder / "02_never.ipynb", ["y = 2"])
-    summary = run_notebooks(out_dir=tmp_path / "run", folder=folder, cell_timeout=120)
+    summary = run_notebooks(
+        out_dir=tmp_path / "run", folder=folder, cell_timeout=120, warm_imports=()
+    )
     assert not summary["ok"]
     statuses = [(e["name"], e["status"]) for e in summary["notebooks"]]
     assert statuses == [("00_ok", "ok"), ("01_bad", "failed")]
+    assert _kernel_children() == [], "the kernel started ahead for 02_never is shut down"
     failed = summary["notebooks"][1]
     assert "boom in cell two" in failed["error"] and "ValueError" in failed["error"]
     assert "raise ValueError" in failed["cell"]
     out = capsys.readouterr().out
     assert "01_bad" in out and "boom in cell two" in out
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["ok"] is False
+
+
+def _kernel_children() -> list[int]:
+    """Kernel processes this test process still has."""
+    return [
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if "ipykernel" in " ".join(p.cmdline())
+    ]
+
+
+def _record(path: Path) -> str:
+    """A cell that writes what its kernel looks like: process, folder, whether colorsys (which
+    a fresh kernel does not import) is loaded, and its execution count so far."""
+    return (
+        "import json, os, pathlib, sys\n"
+        f"pathlib.Path({str(path)!r}).write_text(json.dumps({{'pid': os.getpid(), "
+        "'cwd': os.getcwd(), 'colorsys': 'colorsys' in sys.modules}))"
+    )
+
+
+def test_the_next_kernel_starts_and_imports_while_a_notebook_runs(tmp_path):
+    folder, out = tmp_path / "nbs", tmp_path / "records"
+    folder.mkdir()
+    out.mkdir()
+    names = ["00_first", "01_second", "02_third"]
+    for name in names:
+        _write_notebook(folder / f"{name}.ipynb", [_record(out / f"{name}.json")])
+    summary = run_notebooks(
+        out_dir=tmp_path / "run", folder=folder, cell_timeout=180, warm_imports=("colorsys",)
+    )
+    assert summary["ok"] and summary["warm_kernels"], summary
+    assert [e["warm"] for e in summary["notebooks"]] == [False, True, True]
+    records = [json.loads((out / f"{name}.json").read_text()) for name in names]
+    assert [r["colorsys"] for r in records] == [False, True, True]  # imported ahead, not by 00
+    assert all(Path(r["cwd"]) == folder for r in records)
+    assert len({r["pid"] for r in records}) == 3  # a kernel of its own for each notebook
+    for name in names:  # the warm-up left no trace in the executed notebook
+        executed = nbformat.read(tmp_path / "run" / f"{name}.ipynb", as_version=4)
+        counts = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+        assert counts[0] == 1 and counts == sorted(counts), (name, counts)
+    for r in records:
+        assert not psutil.pid_exists(r["pid"]), "every kernel is shut down after its notebook"
+
+
+def test_a_failed_warm_up_falls_back_to_a_fresh_kernel(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "00_a.ipynb", ["y = x + 1"])
+    _write_notebook(folder / "01_b.ipynb", ["y = x + 2"])
+    summary = run_notebooks(
+        out_dir=tmp_path / "run", folder=folder, cell_timeout=180,
+        warm_imports=("no_such_module_for_cagcl",),
+    )  # fmt: skip
+    assert summary["ok"], summary
+    assert [e["warm"] for e in summary["notebooks"]] == [False, False]
+    assert _kernel_children() == []
+
+
+def test_cold_kernels_start_with_their_notebooks(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "00_a.ipynb", ["y = x + 1"])
+    _write_notebook(folder / "01_b.ipynb", ["y = x + 2"])
+    summary = run_notebooks(out_dir=tmp_path / "run", folder=folder, warm_imports=None)
+    assert summary["ok"] and not summary["warm_kernels"]
+    assert [e["warm"] for e in summary["notebooks"]] == [False, False]
 
 
 def test_two_lanes_run_side_by_side_and_report_in_order(tmp_path):

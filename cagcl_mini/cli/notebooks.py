@@ -23,10 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="2: run the notebooks that train and read models in one lane and the others beside "
         "it (default 1: one after another)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cold", action="store_true",
+        help="start each notebook's kernel when the notebook starts (default: the next kernel "
+        "starts and imports torch, MONAI and transformers while the current notebook runs)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from cagcl_mini.tutorial.runner import parse_parameters, run_notebooks  # heavy: papermill
+    from cagcl_mini.tutorial.runner import (  # heavy: papermill
+        WARM_IMPORTS,
+        parse_parameters,
+        run_notebooks,
+    )
 
     summary = run_notebooks(
         only=args.only,
@@ -34,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
         parameters=parse_parameters(args.parameter),
         cell_timeout=args.cell_timeout,
         jobs=args.jobs,
+        warm_imports=None if args.cold else WARM_IMPORTS,
     )
     return 0 if summary["ok"] else 1

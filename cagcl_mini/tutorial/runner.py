@@ -4,7 +4,8 @@ Each notebook is executed with kernel ``python3`` and ``notebooks/`` as working 
 executed copies, a ``summary.json`` and an HTML handout (one page per notebook, converted with
 nbconvert, and ``index.html`` linking them) land in the run folder. A failure names the notebook and the
 cell (index, first source line, exception) and stops the run, because later notebooks would only
-repeat the error.
+repeat the error. While one notebook runs, the next one's kernel starts and imports the heavy
+libraries (:mod:`cagcl_mini.tutorial.kernels`), so that mostly single-core work overlaps.
 
 With ``jobs=2`` the notebooks run in two lanes (:func:`lanes`): those whose parameters cell names a
 training ``preset`` share the checkpoint cache (the first to need a model trains it) and run one
@@ -19,7 +20,6 @@ import html
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -27,17 +27,14 @@ from typing import Any
 
 import nbformat
 import papermill
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_client.manager import KernelManager
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from papermill.exceptions import PapermillExecutionError
-from traitlets import default
 
 from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
-
-KERNEL = "python3"
+from cagcl_mini.tutorial.kernels import KERNEL, WARM_IMPORTS, LocalKernelManager, WarmKernel
 
 
 def notebooks_dir() -> Path:
@@ -92,26 +89,6 @@ def _check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None
         )
 
 
-class LocalKernelManager(AsyncKernelManager):
-    """A kernel on this machine talks over Unix sockets (``ipc``), not TCP: nothing listens on
-    a port, and ipykernel has no "running over TCP without encryption" warning to print into
-    every notebook's run."""
-
-    @default("transport")
-    def _default_transport(self) -> str:
-        return "ipc" if os.name == "posix" else "tcp"
-
-    def _ip_default(self) -> str:
-        """For ipc, sockets named after this kernel in Jupyter's runtime folder: jupyter_client's
-        default, ``kernel-ipc-N`` in the working directory, collides when two kernels start at
-        once (two lanes) and litters ``notebooks/``."""
-        if self.transport != "ipc":
-            return super()._ip_default()
-        folder = Path(jupyter_runtime_dir())
-        folder.mkdir(parents=True, exist_ok=True)
-        return str(folder / f"cagcl-{uuid.uuid4().hex[:12]}-ipc")
-
-
 def lanes(notebooks: list[Path]) -> list[list[Path]]:
     """The notebooks split in order into the lane that reads trained models (its parameters cell
     names ``preset``) and the lane that does not; empty lanes are left out."""
@@ -121,11 +98,17 @@ def lanes(notebooks: list[Path]) -> list[list[Path]]:
 
 
 def _execute(
-    nb: Path, run_dir: Path, own: dict[str, Any], cell_timeout: int, folder: Path
+    nb: Path,
+    run_dir: Path,
+    own: dict[str, Any],
+    cell_timeout: int,
+    folder: Path,
+    km: KernelManager | None = None,
 ) -> dict[str, Any]:
-    """One notebook through papermill: its summary entry (name, parameters, status, seconds)."""
+    """One notebook through papermill, in the started kernel of ``km`` if given: its summary
+    entry (name, parameters, status, seconds, warm)."""
     start = time.perf_counter()
-    entry: dict[str, Any] = {"name": nb.stem, "parameters": own}
+    entry: dict[str, Any] = {"name": nb.stem, "parameters": own, "warm": km is not None}
     try:
         papermill.execute_notebook(
             str(nb),
@@ -136,6 +119,7 @@ def _execute(
             progress_bar=False,
             execution_timeout=cell_timeout,
             kernel_manager_class=LocalKernelManager,
+            km=km,
         )
         entry["status"] = "ok"
     except PapermillExecutionError as err:
@@ -157,13 +141,17 @@ def run_notebooks(
     cell_timeout: int = 600,
     folder: Path | None = None,
     jobs: int = 1,
+    warm_imports: tuple[str, ...] | None = WARM_IMPORTS,
 ) -> dict[str, Any]:
     """Execute the notebooks in order and write executed copies plus ``summary.json``.
 
-    A parameter is injected only into the notebooks whose parameters cell defines it. ``jobs=2``
-    runs the two :func:`lanes` side by side (a failure in either stops both after their current
+    A parameter is injected only into the notebooks whose parameters cell defines it. While a
+    notebook runs, the next one's kernel starts and imports ``warm_imports``
+    (:class:`~cagcl_mini.tutorial.kernels.WarmKernel`; ``None``: each kernel starts when its
+    notebook does). ``jobs=2`` runs the two :func:`lanes` side by side, each kernel started
+    when its notebook starts (a failure in either lane stops both after their current
     notebook). Returns the summary: ``{"ok": bool, "run_dir": str, "seconds": wall time,
-    "notebooks": [{"name", "status", "seconds", ...}]}`` in notebook order.
+    "notebooks": [{"name", "status", "seconds", "warm", ...}]}`` in notebook order.
     """
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -183,23 +171,43 @@ def run_notebooks(
     failed = threading.Event()
     entries: list[dict[str, Any]] = []
 
+    warm = warm_imports is not None and int(jobs) == 1
+
     def run_lane(lane: list[Path]) -> None:
-        for nb in lane:
-            if failed.is_set():
-                return
-            own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
-            print(f"[{order[nb.stem]}/{len(notebooks)}] {nb.stem} ...", flush=True)
-            entry = _execute(nb, run_dir, own, cell_timeout, folder)
-            entries.append(entry)
-            if entry["status"] != "ok":
-                failed.set()
-                print(
-                    f"    FAILED {nb.name}, cell {entry['cell_index']} ({entry['cell']!r}): "
-                    f"{entry['error']}\n    executed copy: {run_dir / nb.name}",
-                    flush=True,
-                )
-                return
-            print(f"    {nb.stem} ok in {entry['seconds']} s", flush=True)
+        upcoming: WarmKernel | None = None
+        try:
+            for i, nb in enumerate(lane):
+                if failed.is_set():
+                    return
+                km = upcoming.take() if upcoming is not None else None
+                upcoming = None
+                if warm and i + 1 < len(lane):
+                    upcoming = WarmKernel(folder, warm_imports or ())
+                if not _run_one(nb, km):
+                    return
+        finally:
+            if upcoming is not None:
+                upcoming.shutdown()
+
+    def _run_one(nb: Path, km: KernelManager | None) -> bool:
+        own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
+        print(f"[{order[nb.stem]}/{len(notebooks)}] {nb.stem} ...", flush=True)
+        try:
+            entry = _execute(nb, run_dir, own, cell_timeout, folder, km)
+        finally:
+            if km is not None and km.has_kernel:
+                km.shutdown_kernel(now=False)
+        entries.append(entry)
+        if entry["status"] != "ok":
+            failed.set()
+            print(
+                f"    FAILED {nb.name}, cell {entry['cell_index']} ({entry['cell']!r}): "
+                f"{entry['error']}\n    executed copy: {run_dir / nb.name}",
+                flush=True,
+            )
+            return False
+        print(f"    {nb.stem} ok in {entry['seconds']} s", flush=True)
+        return True
 
     start = time.perf_counter()
     if int(jobs) == 1:
@@ -214,6 +222,7 @@ def run_notebooks(
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["notebook_seconds"] = round(sum(e["seconds"] for e in entries), 1)
     summary["jobs"] = int(jobs)
+    summary["warm_kernels"] = warm
     summary["handout"] = str(
         write_handout(run_dir, summary["notebooks"], summary["seconds"], claims_section())
     )
