@@ -4,8 +4,9 @@ Each notebook is executed with kernel ``python3`` and ``notebooks/`` as working 
 executed copies, a ``summary.json`` and an HTML handout (one page per notebook, converted with
 nbconvert, and ``index.html`` linking them) land in the run folder. A failure names the notebook and the
 cell (index, first source line, exception) and stops the run, because later notebooks would only
-repeat the error. While one notebook runs, the next one's kernel starts and imports the heavy
-libraries (:mod:`cagcl_mini.tutorial.kernels`), so that mostly single-core work overlaps.
+repeat the error. While one notebook runs, the next two notebooks' kernels start and import the
+heavy libraries (:mod:`cagcl_mini.tutorial.kernels`), and a finished notebook's kernel exits in
+the background, so that mostly single-core work overlaps.
 
 With ``jobs=2`` the notebooks run in two lanes (:func:`lanes`): those whose parameters cell names a
 training ``preset`` share the checkpoint cache (the first to need a model trains it) and run one
@@ -20,6 +21,7 @@ import html
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +37,10 @@ from papermill.exceptions import PapermillExecutionError
 from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
 from cagcl_mini.tutorial.kernels import KERNEL, WARM_IMPORTS, LocalKernelManager, WarmKernel
+
+# kernels started ahead of the running notebook: the short notebooks (01, 02) finish before one
+# kernel's imports would, so the one after next starts too
+WARM_AHEAD = 2
 
 
 def notebooks_dir() -> Path:
@@ -97,6 +103,19 @@ def lanes(notebooks: list[Path]) -> list[list[Path]]:
     return [lane for lane in (model, free) if lane]
 
 
+def _shut_down_in_background(km: KernelManager) -> threading.Thread:
+    """Shut a finished notebook's kernel down in a thread (a kernel holding torch takes a second
+    or more to exit); the caller joins it before the run returns."""
+
+    def shut_down() -> None:
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+
+    thread = threading.Thread(target=shut_down, daemon=True)
+    thread.start()
+    return thread
+
+
 def _execute(
     nb: Path,
     run_dir: Path,
@@ -146,7 +165,7 @@ def run_notebooks(
     """Execute the notebooks in order and write executed copies plus ``summary.json``.
 
     A parameter is injected only into the notebooks whose parameters cell defines it. While a
-    notebook runs, the next one's kernel starts and imports ``warm_imports``
+    notebook runs, the next ``WARM_AHEAD`` notebooks' kernels start and import ``warm_imports``
     (:class:`~cagcl_mini.tutorial.kernels.WarmKernel`; ``None``: each kernel starts when its
     notebook does). ``jobs=2`` runs the two :func:`lanes` side by side, each kernel started
     when its notebook starts (a failure in either lane stops both after their current
@@ -174,29 +193,32 @@ def run_notebooks(
     warm = warm_imports is not None and int(jobs) == 1
 
     def run_lane(lane: list[Path]) -> None:
-        upcoming: WarmKernel | None = None
+        upcoming: deque[WarmKernel] = deque()
+        closing: list[threading.Thread] = []
         try:
             for i, nb in enumerate(lane):
                 if failed.is_set():
                     return
-                km = upcoming.take() if upcoming is not None else None
-                upcoming = None
-                if warm and i + 1 < len(lane):
-                    upcoming = WarmKernel(folder, warm_imports or ())
-                if not _run_one(nb, km):
+                km = upcoming.popleft().take() if upcoming else None
+                while warm and len(upcoming) < WARM_AHEAD and i + 1 + len(upcoming) < len(lane):
+                    upcoming.append(WarmKernel(folder, warm_imports or ()))
+                try:
+                    ok = _run_one(nb, km)
+                finally:
+                    if km is not None:  # its exit overlaps the next notebook
+                        closing.append(_shut_down_in_background(km))
+                if not ok:
                     return
         finally:
-            if upcoming is not None:
-                upcoming.shutdown()
+            for kernel in upcoming:
+                kernel.shutdown()
+            for thread in closing:
+                thread.join()
 
     def _run_one(nb: Path, km: KernelManager | None) -> bool:
         own = {k: v for k, v in parameters.items() if k in notebook_parameters(nb)}
         print(f"[{order[nb.stem]}/{len(notebooks)}] {nb.stem} ...", flush=True)
-        try:
-            entry = _execute(nb, run_dir, own, cell_timeout, folder, km)
-        finally:
-            if km is not None and km.has_kernel:
-                km.shutdown_kernel(now=False)
+        entry = _execute(nb, run_dir, own, cell_timeout, folder, km)
         entries.append(entry)
         if entry["status"] != "ok":
             failed.set()

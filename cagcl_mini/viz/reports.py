@@ -97,7 +97,7 @@ def plot_report_comparison(
     generated: Sequence[str],
     true: Sequence[str],
     title: str | None = None,
-    width: int = 58,
+    width: int = 46,
     ax: Axes | None = None,
 ) -> Figure:
     """The generated and the true report side by side, one row per catalog anatomy: rows whose
@@ -113,8 +113,8 @@ def plot_report_comparison(
         left, right = _wrap(generated[k] or "(absent)", width), _wrap(true[k] or "(absent)", width)
         if name in differ:
             ours, theirs = differ[name]
-            left += [f"≠ findings: {', '.join(sorted(ours)) or 'normal'}"]
-            right += [f"≠ findings: {', '.join(sorted(theirs)) or 'normal'}"]
+            left += _wrap(f"≠ findings: {', '.join(sorted(ours)) or 'normal'}", width)
+            right += _wrap(f"≠ findings: {', '.join(sorted(theirs)) or 'normal'}", width)
         rows.append((name, left, right, max(len(left), len(right))))
     n_lines = sum(r[3] for r in rows) + NUM_ANATOMIES
     if ax is None:
@@ -134,8 +134,9 @@ def plot_report_comparison(
         color = "0.6" if absent else "black"
         ax.text(0.0, y, name, color=ANATOMY_COLORS[name], weight="bold", va="top")
         for col, lines in ((0.13, left), (0.57, right)):
+            marked = False  # from the "≠ findings" line on (it may wrap)
             for i, line in enumerate(lines):
-                marked = line.startswith("≠")
+                marked = marked or line.startswith("≠")
                 ax.text(col, y + i, line, va="top", fontsize=8.5,
                         color="#c0392b" if marked else color, weight="bold" if marked else None)  # fmt: skip
         y += height + 1

@@ -80,3 +80,23 @@ def test_report_comparison_shades_and_names_the_differing_anatomies():
     assert not [p for p in same.axes[0].patches if isinstance(p, Rectangle)]
     with pytest.raises(ValueError, match="generated: expected K="):
         viz.plot_report_comparison(generated[:3], true)
+
+
+def test_report_comparison_wraps_long_lines_within_their_column():
+    lung = ANATOMY_NAMES.index("lung")
+    true = [f"The {name} is normal." for name in ANATOMY_NAMES]
+    generated = list(true)
+    true[lung] = (
+        "Centrilobular emphysematous changes are present in both lungs. A 28 mm nodule is seen "
+        "in the left lung. There is smooth interlobular septal thickening in both lungs. There "
+        "is mosaic perfusion of the lung parenchyma."
+    )
+    fig = viz.plot_report_comparison(generated, true, width=40)
+    texts = fig.axes[0].texts
+    body = [t for t in texts if t.get_fontsize() == 8.5]
+    assert body and max(len(t.get_text()) for t in body) <= 40
+    findings_start = next(i for i, t in enumerate(body) if t.get_text().startswith("≠ findings: E"))
+    wrapped = body[findings_start : findings_start + 3]
+    assert all(t.get_color() == "#c0392b" for t in wrapped)  # the wrapped findings stay marked
+    joined = " ".join(t.get_text() for t in wrapped)
+    assert "Lung nodule" in joined and "Mosaic attenuation pattern" in joined
