@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--cold", action="store_true",
-        help="start each notebook's kernel when the notebook starts (default: the next two "
-        "notebooks' kernels start and import torch, MONAI and transformers while one runs)",
+        help="start each notebook's kernel when the notebook starts (default: the next "
+        "notebook's kernel starts and imports torch, MONAI and transformers while one runs)",
     )  # fmt: skip
 
 

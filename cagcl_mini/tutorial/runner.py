@@ -4,7 +4,7 @@ Each notebook is executed with kernel ``python3`` and ``notebooks/`` as working 
 executed copies, a ``summary.json`` and an HTML handout (one page per notebook, converted with
 nbconvert, and ``index.html`` linking them) land in the run folder. A failure names the notebook and the
 cell (index, first source line, exception) and stops the run, because later notebooks would only
-repeat the error. While one notebook runs, the next two notebooks' kernels start and import the
+repeat the error. While one notebook runs, the next notebook's kernel starts and imports the
 heavy libraries (:mod:`cagcl_mini.tutorial.kernels`), and a finished notebook's kernel exits in
 the background, so that mostly single-core work overlaps.
 
@@ -38,9 +38,9 @@ from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
 from cagcl_mini.tutorial.kernels import KERNEL, WARM_IMPORTS, LocalKernelManager, WarmKernel
 
-# kernels started ahead of the running notebook: the short notebooks (01, 02) finish before one
-# kernel's imports would, so the one after next starts too
-WARM_AHEAD = 2
+# kernels started ahead of the running notebook. Two ahead finished `make tutorial` later on 2
+# cores (two imports at once slow the running notebook more than they save), so one.
+WARM_AHEAD = 1
 
 
 def notebooks_dir() -> Path:
