@@ -21,7 +21,6 @@ import html
 import os
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -37,10 +36,6 @@ from papermill.exceptions import PapermillExecutionError
 from cagcl_mini.fileio import atomic_write_text, write_json
 from cagcl_mini.paths import repo_root
 from cagcl_mini.tutorial.kernels import KERNEL, WARM_IMPORTS, LocalKernelManager, WarmKernel
-
-# kernels started ahead of the running notebook. Two ahead finished `make tutorial` later on 2
-# cores (two imports at once slow the running notebook more than they save), so one.
-WARM_AHEAD = 1
 
 
 def notebooks_dir() -> Path:
@@ -165,7 +160,7 @@ def run_notebooks(
     """Execute the notebooks in order and write executed copies plus ``summary.json``.
 
     A parameter is injected only into the notebooks whose parameters cell defines it. While a
-    notebook runs, the next ``WARM_AHEAD`` notebooks' kernels start and import ``warm_imports``
+    notebook runs, the next one's kernel starts and imports ``warm_imports``
     (:class:`~cagcl_mini.tutorial.kernels.WarmKernel`; ``None``: each kernel starts when its
     notebook does). ``jobs=2`` runs the two :func:`lanes` side by side, each kernel started
     when its notebook starts (a failure in either lane stops both after their current
@@ -193,15 +188,17 @@ def run_notebooks(
     warm = warm_imports is not None and int(jobs) == 1
 
     def run_lane(lane: list[Path]) -> None:
-        upcoming: deque[WarmKernel] = deque()
+        upcoming: WarmKernel | None = None
         closing: list[threading.Thread] = []
         try:
             for i, nb in enumerate(lane):
                 if failed.is_set():
                     return
-                km = upcoming.popleft().take() if upcoming else None
-                while warm and len(upcoming) < WARM_AHEAD and i + 1 + len(upcoming) < len(lane):
-                    upcoming.append(WarmKernel(folder, warm_imports or ()))
+                km = upcoming.take() if upcoming is not None else None
+                # one kernel ahead: two imports beside a running notebook cost more than they save
+                upcoming = (
+                    WarmKernel(folder, warm_imports or ()) if warm and i + 1 < len(lane) else None
+                )
                 try:
                     ok = _run_one(nb, km)
                 finally:
@@ -210,8 +207,8 @@ def run_notebooks(
                 if not ok:
                     return
         finally:
-            for kernel in upcoming:
-                kernel.shutdown()
+            if upcoming is not None:
+                upcoming.shutdown()
             for thread in closing:
                 thread.join()
 
