@@ -79,12 +79,12 @@ lab: $(STAMP)
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: imports
-	$(BIN)/ruff check cagcl_mini data_download tests
-	$(BIN)/ruff format --check cagcl_mini data_download tests notebooks
+	$(BIN)/ruff check cagcl_mini data_download tests conftest.py
+	$(BIN)/ruff format --check cagcl_mini data_download tests notebooks conftest.py
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix cagcl_mini data_download tests
-	$(BIN)/ruff format cagcl_mini data_download tests notebooks
+	$(BIN)/ruff check --fix cagcl_mini data_download tests conftest.py
+	$(BIN)/ruff format cagcl_mini data_download tests notebooks conftest.py
 
 clean:
 	rm -rf $(VENV) .cache runs

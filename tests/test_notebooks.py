@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -260,3 +263,29 @@ def test_cli_runs_notebook_00_with_an_injected_parameter(tmp_path, capfd):
         for o in c.outputs
     )
     assert "14 training and 6 validation volumes" in text
+
+
+def test_nbval_waits_longer_than_its_five_seconds_for_a_cells_output(tmp_path):
+    """The root conftest lifts nbval's hard-coded 5 s wait for each output message (a late
+    message on loaded cores failed a cell that had run): read off nbval's own collected items."""
+    (tmp_path / "report_timeouts.py").write_text(
+        "def pytest_collection_finish(session):\n"
+        "    for item in session.items:\n"
+        "        print('TIMEOUT', type(item).__name__, item.output_timeout)\n"
+    )
+    notebook = NOTEBOOKS / "01_mask_pooling.ipynb"
+    code_cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+        + ["-p", "report_timeouts", "--nbval-lax", str(notebook.relative_to(REPO))],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("TIMEOUT")]
+    assert len(lines) == len(code_cells)
+    assert {kind for _, kind, _ in lines} == {"IPyNbCell"}
+    assert {int(t) for *_, t in lines} == {120}
