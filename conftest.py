@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from nbval.plugin import IPyNbCell
 
 # nbval waits at most 5 s (hard-coded: nbval issues #136 and #231) for each output message after a
 # cell's reply; on 2 loaded cores a notebook's last messages can take longer and the cell failed
@@ -13,5 +14,5 @@ NBVAL_OUTPUT_TIMEOUT_S = 120
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if hasattr(item, "output_timeout") and type(item).__module__.startswith("nbval"):
+        if isinstance(item, IPyNbCell):
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
