@@ -58,6 +58,17 @@ def test_tiny_encoder_shape_channels_and_stride():
     assert 100_000 < n_params < 1_000_000
 
 
+def test_tiny_fine_encoder_keeps_a_finer_feature_grid():
+    coarse, fine = build_vision_encoder("tiny"), build_vision_encoder("tiny-fine")
+    assert fine.output_stride == 6 and fine.out_channels == coarse.out_channels
+    assert fine(torch.randn(2, 1, 48, 48, 48)).shape == (2, 64, 8, 8, 8)
+    assert coarse(torch.randn(2, 1, 48, 48, 48)).shape == (2, 64, 6, 6, 6)
+    # the same layers apart from the stem's kernel: 3^3 instead of 4^3 per input channel
+    stem_difference = (4**3 - 3**3) * 3 * 16
+    n_params = [sum(p.numel() for p in enc.parameters()) for enc in (coarse, fine)]
+    assert n_params[0] - n_params[1] == stem_difference
+
+
 def test_tiny_encoder_accepts_overrides():
     enc = build_vision_encoder("tiny", channels=(8, 16), strides=(2, 2), norm="batch")
     assert enc(torch.randn(2, 1, 16, 16, 16)).shape == (2, 16, 4, 4, 4)
