@@ -7,7 +7,8 @@ any global pooling. Two families:
   windows as input channels, a 4x4x4 patchify stem, a residual unit at stride 4 and a strided
   residual unit with batch norm give an 8x downsampled map (48^3 -> 6^3, 64 channels).
   ``"tiny-fine"`` is the same network with a 3x3x3 stem: a 16^3 first stage and an 8^3 map at
-  48^3, for about 2.3x the multiply-adds (the README's *What moved the supervised bound*).
+  48^3, for about 2.3x the multiply-adds (the README's *The encoder's shape at the best
+  optimiser*).
 - ``"resnet10"`` / ``"resnet18"`` / ``"resnet34"`` / ``"resnet50"``: the trunk of MONAI's 3D
   ``ResNetFeatures`` (MedicalNet layout) for a GPU. By default the trunk stops after ``layer3``
   (output stride 16: 128^3 -> 8^3) because stride 32 leaves small anatomies (esophagus, trachea)
@@ -224,28 +225,22 @@ def load_trunk_weights(net: nn.Module, path: str | Path) -> None:
 
 # HU windows a radiologist reads a chest CT in: wide, mediastinum (soft tissue), lung
 CT_WINDOWS: tuple[tuple[float, float], ...] = ((-1000.0, 1000.0), (-160.0, 240.0), (-1350.0, 150.0))
-TINY_PRESETS: dict[str, dict] = {
-    "tiny": {
-        "channels": (16, 32, 64),
-        "strides": (4, 1, 2),
-        "norm": "batch",
-        "windows": CT_WINDOWS,
-    },
-    "tiny-fine": {
-        "channels": (16, 32, 64),
-        "strides": (3, 1, 2),
-        "norm": "batch",
-        "windows": CT_WINDOWS,
-    },
+_TINY: dict = {
+    "channels": (16, 32, 64),
+    "strides": (4, 1, 2),
+    "norm": "batch",
+    "windows": CT_WINDOWS,
 }
+TINY_PRESETS: dict[str, dict] = {"tiny": _TINY, "tiny-fine": {**_TINY, "strides": (3, 1, 2)}}
 RESNET_PRESETS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "resnet50")
 VISION_ENCODERS: tuple[str, ...] = (*TINY_PRESETS, *RESNET_PRESETS)
 
 
 def build_vision_encoder(name: str = "tiny", **kwargs) -> nn.Module:
-    """Build a vision encoder by name ("tiny", "tiny-fine", "resnet18", ...); ``kwargs`` override its settings.
+    """Build a vision encoder by name ("tiny", "tiny-fine", "resnet18", ...); ``kwargs`` override
+    its settings.
 
-    "tiny" takes the ``TinyEncoder`` arguments, the ResNets take ``in_channels``, ``stage`` and
+    "tiny" and "tiny-fine" take the ``TinyEncoder`` arguments, the ResNets take ``in_channels``, ``stage`` and
     ``pretrained_path`` (a local MedicalNet file). The module maps (B,1,H,W,D) to (B,C,h,w,d) and has ``.out_channels``.
     """
     if name in TINY_PRESETS:
