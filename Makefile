@@ -38,8 +38,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cagcl-mini)"
 	touch $@
 
+# both hospitals up front: site A for every notebook, site B for 06's transfer (a notebook would
+# otherwise write it in the middle of a lesson)
 tutorial: $(STAMP)
 	$(BIN)/cagcl-mini make-data
+	$(BIN)/cagcl-mini make-data --site B
 	$(BIN)/cagcl-mini notebooks --out runs/tutorial
 
 # `make test`: the import contracts, then the unit tests and nbval over every notebook in one

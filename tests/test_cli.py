@@ -206,6 +206,41 @@ def test_a_stale_make_data_lock_of_a_killed_process_blocks_nothing(tmp_path):
     assert "waiting for" not in proc.stderr and f"dataset ready at {out}" in proc.stdout
 
 
+def test_make_data_site_b_writes_the_dataset_the_transfer_evaluation_reads(tmp_path, monkeypatch):
+    """`make-data --site B` (as notebook 06 tells a reader) writes the second hospital with the
+    few training volumes `dataset_for(site="B")` expects, so the notebook reads it as written
+    instead of rebuilding it; `--n-train` still overrides."""
+    from cagcl_mini.layout import SPLITS
+    from cagcl_mini.paths import site_data_dir
+    from cagcl_mini.phantom.sites import TRANSFER_TRAIN
+    from cagcl_mini.train.config import resolve_config
+    from cagcl_mini.train.setup import dataset_for
+
+    proc = _cli(
+        "make-data", "--site", "B", "--n-valid", "3", "--size", "32", "--workers", "1",
+        env_home=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("CAGCL_MINI_HOME", str(tmp_path))
+    root = site_data_dir("B")
+    assert f"dataset ready at {root}" in proc.stdout
+    written = {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")}
+    cts = {split: len(list((root / "dataset" / split).rglob("*.nii.gz"))) for split in SPLITS}
+    assert cts == {"train": TRANSFER_TRAIN, "valid": 3}
+    config = resolve_config("cpu-quick").replace(n_valid=3, data_size=32, image_size=32)
+    assert len(dataset_for(config, "valid", site="B")) == 3
+    assert len(dataset_for(config, "train", site="B")) == TRANSFER_TRAIN
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")} == written, "rebuilt"
+
+    out = tmp_path / "b2"
+    proc = _cli(
+        "make-data", "--site", "B", "--n-train", "2", "--n-valid", "1", "--size", "32",
+        "--workers", "1", "--out", str(out), env_home=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((out / "dataset" / "train").rglob("*.nii.gz"))) == 2
+
+
 def test_evaluate_without_a_train_split_points_at_no_honest(tmp_path):
     import shutil
 

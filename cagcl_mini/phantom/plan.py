@@ -37,7 +37,7 @@ from cagcl_mini.phantom.reports import (
     labels_only_report,
     technique_text,
 )
-from cagcl_mini.phantom.sites import SITES
+from cagcl_mini.phantom.sites import SITES, TRANSFER_TRAIN
 from cagcl_mini.phantom.sites import site as get_site
 
 PHANTOM_VERSION = 4  # bump whenever the bytes a seed produces change
@@ -104,6 +104,13 @@ class PhantomSpec:
         if unknown:
             raise ValueError(f"unknown phantom field(s) {unknown}; the fields are {sorted(known)}")
         return replace(self, **changes)
+
+    def at_site(self, site: str) -> PhantomSpec:
+        """The same patients' dataset as ``site`` writes it: site ``A`` keeps this spec, another
+        site keeps its validation split and :data:`~cagcl_mini.phantom.sites.TRANSFER_TRAIN`
+        training volumes (it is scored, not trained on)."""
+        get_site(site)  # ValueError naming the sites
+        return self.replace(site=site, n_train=self.n_train if site == "A" else TRANSFER_TRAIN)
 
     def params(self) -> dict[str, Any]:
         """The manifest's record of this spec: its fields, the phantom's version and fingerprints

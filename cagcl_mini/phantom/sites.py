@@ -88,6 +88,10 @@ class Site:
         )
 
 
+TRANSFER_TRAIN = 16
+"""Training volumes of a site other than ``A``: models are trained at A and only scored at the
+other site's validation split, so its training split is kept small."""
+
 SITES: dict[str, Site] = {
     "A": Site("A", "cagcl-mini"),
     "B": Site(

@@ -86,9 +86,6 @@ def param_groups(model: AnatomyCLIP, config: TrainConfig) -> list[dict[str, Any]
     return out
 
 
-SITE_B_TRAIN = 16  # training volumes of a transfer site: only its validation split is scored
-
-
 def model_for(
     config: TrainConfig | str | Path, *, seed: int | None = None, for_training: bool = False
 ) -> AnatomyCLIP:
@@ -125,9 +122,10 @@ def dataset_for(
 
     The data is ``root``, else ``config.data_root``, else the embedded phantom dataset of
     ``config.phantom_spec()``, built on demand (under torchrun rank 0 builds it while the others
-    wait at a barrier). ``site="B"`` asks for the phantom's second hospital instead (the same
-    difficulty and validation size, :data:`SITE_B_TRAIN` training volumes; transfer is evaluated,
-    not trained), in :func:`cagcl_mini.paths.site_data_dir`.
+    wait at a barrier). ``site="B"`` asks for the phantom's second hospital instead, as
+    :meth:`~cagcl_mini.phantom.plan.PhantomSpec.at_site` and ``make-data --site B`` write it (the
+    same difficulty and validation split, few training volumes: transfer is scored, not trained),
+    in :func:`cagcl_mini.paths.site_data_dir`.
     """
     config = resolve_config(config)
     check_split(split)
@@ -137,8 +135,7 @@ def dataset_for(
     if root is None:
         info = info or dist_utils.DistInfo()
         spec = config.phantom_spec()
-        if site != "A":
-            spec = spec.replace(site=site, n_train=SITE_B_TRAIN)
+        spec = spec.at_site(site)
         folder = site_data_dir(site)
         if info.is_main:
             root = ensure_dataset(folder, spec, progress=progress)
