@@ -109,7 +109,6 @@ class PhantomSpec:
         """The same patients' dataset as ``site`` writes it: site ``A`` keeps this spec, another
         site keeps its validation split and :data:`~cagcl_mini.phantom.sites.TRANSFER_TRAIN`
         training volumes (it is scored, not trained on)."""
-        get_site(site)  # ValueError naming the sites
         return self.replace(site=site, n_train=self.n_train if site == "A" else TRANSFER_TRAIN)
 
     def params(self) -> dict[str, Any]:
