@@ -10,8 +10,13 @@
   re-encode / cached.
 - ``prefix_cache_speedup``: the same with the ``cpu-quick`` text encoder (its trainable last
   layers), full encoder vs the frozen-prefix cache of :mod:`cagcl_mini.nn.text_cache`.
+- ``cls_absorb_speedup``: with the prefix cache, the CLS-only last layer projecting every
+  cached token's key and value (and the descriptions in length buckets, to pad less) vs the
+  query absorbed into the projections (one padded batch: a padded token costs next to nothing).
 - ``length_buckets_speedup``: with the prefix cache, one padded batch of a step's descriptions
-  vs the cache's length buckets (a short sentence padded to the longest lung description).
+  vs the cache's length buckets (a short sentence padded to the longest lung description). With
+  the absorbed CLS query the step's live layer runs as one padded batch either way (about 1x);
+  the buckets pay in the frozen bottom (below) and in trainable layers below the last.
 - ``prefix_fill_speedup``: what a first embedding (or a first epoch) pays, with an empty prefix
   store: encoding the descriptions of ``fill_volumes`` validation volumes, one batch of volumes per
   call as ``embed_dataset`` does, through the frozen bottom as one padded batch per call vs in
@@ -141,13 +146,18 @@ def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
 
 
 def step_times(
-    config: TrainConfig, cached: bool, steps: int, length_buckets: bool = True
+    config: TrainConfig,
+    cached: bool,
+    steps: int,
+    length_buckets: bool = True,
+    absorb_query: bool = True,
 ) -> list[float]:
     """Seconds of ``steps`` training steps of ``config`` with the text caches on or off.
 
     With the caches on, every description of the training split is encoded once first (what the
     first epoch does), so the timed steps show the steady state of later epochs. Without
-    ``length_buckets`` the prefix cache pads every call's strings to its longest (the naive way).
+    ``length_buckets`` the prefix cache pads every call's strings to its longest (the naive way);
+    without ``absorb_query`` its CLS-only layer projects every token (``cls_only_layer``).
     """
     dataset = dataset_for(config, "train")
     model = model_for(config.replace(text_prefix_cache=cached), for_training=True)
@@ -155,6 +165,8 @@ def step_times(
     prefix = getattr(model.text_encoder, "prefix_cache", None)
     if prefix is not None and not length_buckets:
         prefix.bucket_growth = None
+    if prefix is not None:
+        prefix.absorb_query = absorb_query
     if cached:
         with torch.no_grad():
             every = {t for i in range(len(dataset)) for t in dataset.anatomy_texts(i)[0] if t}
@@ -233,6 +245,7 @@ def _run_train_bench(repeats, steps, warmup, out, overrides) -> dict[str, Any]:
     prefix_on = statistics.median(step_times(partial, True, timed))
     prefix_off = statistics.median(step_times(partial, False, timed))
     one_pad = statistics.median(step_times(partial, True, timed, length_buckets=False))
+    projected = statistics.median(step_times(partial, True, timed, absorb_query=False))
     profile = profile_step(base)  # before the fills below empty the shared prefix store
     fill_volumes = 96
     fill_grouped = prefix_fill_seconds(partial, True, fill_volumes)
@@ -255,7 +268,9 @@ def _run_train_bench(repeats, steps, warmup, out, overrides) -> dict[str, Any]:
             "prefix_cached": prefix_on,
             "full_encoder": prefix_off,
             "prefix_cached_one_padded_batch": one_pad,
+            "prefix_cached_projected_keys": projected,
         },
+        "cls_absorb_speedup": projected / prefix_on,
         "length_buckets_speedup": one_pad / prefix_on,
         "prefix_fill_seconds": {"length_groups": fill_grouped, "one_padded_batch": fill_one_pad},
         "prefix_fill_speedup": fill_one_pad / fill_grouped,

@@ -12,9 +12,11 @@ training mode: injected noise, no learning.) The trainable top layers see the sa
 the full model builds (``transformers.masking_utils.create_bidirectional_mask``), padded positions
 are zeros that no real token attends to, so outputs equal the uncached encoder's (checked in tests).
 With CLS pooling only position 0 of the last layer is ever read, so that layer runs for the CLS
-query alone (:func:`cls_only_layer`). Both the frozen bottom (new strings) and the trainable top
-run on groups of similar token count (:func:`bucket_by_length`), so a short normal sentence is not
-padded to the longest lung description of its batch.
+query alone (:func:`cls_only_layer`), with the query absorbed into the key and value projections:
+no token of the cached states is projected, a padded token costs next to nothing, and the
+descriptions of a call run as one padded batch. The frozen bottom (new strings), and trainable
+layers below the last, run on groups of similar token count (:func:`bucket_by_length`), so a short
+normal sentence is not padded to the longest lung description of its batch.
 
 ``attach_prefix_cache(text_encoder)`` routes the encoder's ``encode_uncached`` through the cache;
 it applies to BERT-style models (``.embeddings`` + ``.encoder.layer``) while 0 < n < L layers
@@ -181,6 +183,9 @@ class PrefixCache:
         # length buckets of the frozen bottom and the live top (bucket_by_length); None: one
         # batch padded to its longest
         self.bucket_growth: float | None = 1.5
+        # the CLS-only last layer scores the cached states without projecting each token
+        # (cls_only_layer); False projects every token's key and value (the reference)
+        self.absorb_query = True
 
     # ------------------------------------------------------------------ where to cut
     def split_layer(self) -> int | None:
@@ -291,12 +296,22 @@ class PrefixCache:
             return torch.zeros(0, self.encoder.hidden_size, device=self.encoder.device)
         buckets = (
             length_buckets(states, self.bucket_growth)
-            if self.bucket_growth is not None
+            if self.bucket_growth is not None and self._padding_costs(split)
             else [list(range(len(states)))]
         )
         out = torch.cat([self._top([states[i] for i in bucket], split) for bucket in buckets])
         order = torch.tensor([i for bucket in buckets for i in bucket])
         return out.index_select(0, torch.argsort(order).to(out.device))
+
+    def _cls_only_last(self) -> bool:
+        """Whether the last layer runs for the CLS position alone (CLS pooling, a BERT block)."""
+        return self.encoder.pooling == "cls" and _bert_layer(self.encoder.model.encoder.layer[-1])
+
+    def _padding_costs(self, split: int) -> bool:
+        """Whether a padded token costs a live layer's work: not when the only live layer is the
+        CLS-only one with its query absorbed, so one padded batch beats several length groups."""
+        only_cls = self._cls_only_last() and split == len(self.encoder.model.encoder.layer) - 1
+        return not (only_cls and self.absorb_query)
 
     def _top(self, states: list[torch.Tensor], split: int) -> torch.Tensor:
         """Pooled (N, hidden) outputs of the trainable layers (from ``split``) on cached states."""
@@ -307,14 +322,14 @@ class PrefixCache:
             torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]
         ).long()
         top = list(model.encoder.layer[split:])
-        last_cls = self.encoder.pooling == "cls" and _bert_layer(top[-1])
+        last_cls = self._cls_only_last()
         if last_cls:  # CLS pooling reads one position of the last layer: compute only that one
             top = top[:-1]
         mask = _attention_mask(model, hidden, attention) if top else None
         for layer in top:
             hidden = _layer_out(layer(hidden, mask))
         if last_cls:
-            hidden = cls_only_layer(model.encoder.layer[-1], hidden, attention)
+            hidden = cls_only_layer(model.encoder.layer[-1], hidden, attention, self.absorb_query)
         return self.encoder.pool(hidden, attention).float()
 
 
@@ -346,30 +361,48 @@ def _bert_layer(layer: nn.Module) -> bool:
     return all(hasattr(obj, name) for obj, name in needed)
 
 
-def cls_only_layer(layer: nn.Module, hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+def cls_only_layer(
+    layer: nn.Module, hidden: torch.Tensor, attention: torch.Tensor, absorb_query: bool = True
+) -> torch.Tensor:
     """A BERT layer's output at position 0 only, as (N, 1, hidden).
 
-    The CLS query attends to every real token (keys and values of all positions), then the
-    attention output projection, the feed-forward block and both LayerNorms run on one position
-    instead of L: about 4x less work for the layer that CLS pooling reads. Equals the full layer's
-    position 0 up to float rounding; dropout acts as in the full layer in training mode.
+    The CLS query attends to every real token, then the attention output projection, the
+    feed-forward block and both LayerNorms run on one position instead of L. With
+    ``absorb_query`` (the default) no token is projected either: a head's score of token j is
+    ``q . (W_k h_j + b_k) = (W_k^T q) . h_j + q . b_k``, and its output
+    ``sum_j a_j (W_v h_j + b_v) = W_v (sum_j a_j h_j) + b_v sum_j a_j``, so the key and value
+    projections run once per string instead of once per token (per token, 2 x heads x hidden
+    multiply-adds instead of 2 x hidden^2). ``absorb_query=False`` projects every token's key and
+    value, as the layer itself does. Both equal the full layer's position 0 up to float rounding,
+    gradients included; dropout acts as in the full layer in training mode.
     """
     sa = layer.attention.self
-    n, length, _ = hidden.shape
+    n, length, width = hidden.shape
     heads, size = sa.num_attention_heads, sa.attention_head_size
-    q = sa.query(hidden[:, :1]).view(n, 1, heads, size).transpose(1, 2)
-    k = sa.key(hidden).view(n, length, heads, size).transpose(1, 2)
-    v = sa.value(hidden).view(n, length, heads, size).transpose(1, 2)
+    scale = getattr(sa, "scaling", size**-0.5)
+    dropout = sa.dropout.p if sa.training else 0.0
+    q = sa.query(hidden[:, :1]).view(n, 1, heads, size).transpose(1, 2)  # (N, heads, 1, size)
     keep = attention[:, None, None, :].bool()
-    ctx = torch.nn.functional.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        attn_mask=keep,
-        dropout_p=sa.dropout.p if sa.training else 0.0,
-        scale=getattr(sa, "scaling", size**-0.5),
-    )
-    ctx = ctx.transpose(1, 2).reshape(n, 1, heads * size)
+    if absorb_query:
+        w_key = sa.key.weight.view(heads, size, width)
+        q_in = torch.einsum("nhd,hdw->nhw", q[:, :, 0], w_key)  # (N, heads, hidden)
+        # q . b_k is one constant per head and string: softmax ignores it, but it keeps the key
+        # bias in the graph (a zero gradient, as in the full layer) so the optimiser treats it alike
+        key_bias = (q[:, :, 0] * sa.key.bias.view(heads, size)).sum(-1)
+        scores = (q_in @ hidden.transpose(1, 2) + key_bias[..., None]) * scale  # (N, heads, L)
+        probs = scores.masked_fill(~keep[:, :, 0], float("-inf")).softmax(-1)
+        probs = torch.nn.functional.dropout(probs, dropout, training=dropout > 0)
+        mixed = probs @ hidden  # (N, heads, hidden): each head's weighted sum of the tokens
+        w_value = sa.value.weight.view(heads, size, width)
+        ctx = torch.einsum("nhw,hdw->nhd", mixed, w_value)
+        ctx = ctx + sa.value.bias.view(heads, size) * probs.sum(-1, keepdim=True)
+    else:
+        k = sa.key(hidden).view(n, length, heads, size).transpose(1, 2)
+        v = sa.value(hidden).view(n, length, heads, size).transpose(1, 2)
+        ctx = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, dropout_p=dropout, scale=scale
+        )[:, :, 0]
+    ctx = ctx.reshape(n, 1, heads * size)
     att = layer.attention.output(ctx, hidden[:, :1])
     return layer.output(layer.intermediate(att), att)
 

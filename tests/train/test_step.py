@@ -78,7 +78,8 @@ def test_fit_and_the_benchmark_take_the_same_step(tiny_data, tmp_path):
     assert float(losses["total"].detach()) == pytest.approx(logged["loss"], abs=1e-5)
     times = train_bench.step_times(config.replace(loss_preset="fvlm"), cached=True, steps=2)
     times += train_bench.step_times(config, cached=True, steps=1, length_buckets=False)
-    assert len(times) == 3 and all(t > 0 for t in times)
+    times += train_bench.step_times(config, cached=True, steps=1, absorb_query=False)
+    assert len(times) == 4 and all(t > 0 for t in times)
 
 
 def test_dictionary_fraction_keeps_a_seeded_share_of_each_anatomy():

@@ -189,9 +189,12 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- text prefix cache
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
-    enc = TextEncoder(train_layers=2, pooling=pooling, max_length=32).eval()
+@pytest.mark.parametrize(
+    ("pooling", "train_layers", "absorb_query"),
+    [("mean", 2, True), ("cls", 2, True), ("cls", 1, True), ("cls", 1, False)],
+)
+def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling, train_layers, absorb_query):
+    enc = TextEncoder(train_layers=train_layers, pooling=pooling, max_length=32).eval()
     long = (
         "Emphysema in both upper lobes, a 12 mm nodule in the right lower lobe and septal lines. "
     )
@@ -206,7 +209,8 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
     ref.pow(2).sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.requires_grad}
     cache = attach_prefix_cache(enc, shared=False)
-    assert cache.split_layer() == enc.num_layers - 2
+    cache.absorb_query = absorb_query
+    assert cache.split_layer() == enc.num_layers - train_layers
     for _ in range(2):  # miss, then hit
         enc.zero_grad()
         out = enc(texts)
@@ -221,6 +225,46 @@ def test_prefix_cache_gives_the_encoder_outputs_and_gradients(pooling):
     torch.testing.assert_close(enc(texts), ref, rtol=0, atol=1e-5)
     enc.set_train_layers(0)
     assert cache.split_layer() is None  # frozen: the encoder's own cache takes over
+
+
+def test_cls_only_layer_equals_the_full_layer_with_dropout_and_padding():
+    layer = TextEncoder(train_layers=1, max_length=32).model.encoder.layer[-1].train()
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 9, layer.attention.self.all_head_size)
+    attention = torch.ones(3, 9, dtype=torch.long)
+    attention[1, 4:] = 0  # padded positions: no query attends to them
+    hidden[1, 4:] = 1e3  # ...whatever they hold
+    mask = text_cache._attention_mask(TextEncoder().model, hidden, attention)
+    layer.eval()
+    full = text_cache._layer_out(layer(hidden, mask))[:, :1]
+    for absorb in (True, False):
+        torch.testing.assert_close(
+            text_cache.cls_only_layer(layer, hidden, attention, absorb), full, rtol=0, atol=1e-4
+        )
+    layer.train()  # training mode: the output dropouts act, drawn alike by both ways
+    layer.attention.self.dropout.p = 0.0  # (attention dropout draws differ between the two)
+    outs = []
+    for absorb in (True, False):
+        torch.manual_seed(1)
+        outs.append(text_cache.cls_only_layer(layer, hidden, attention, absorb))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-4)
+    assert not torch.allclose(outs[0], full, atol=1e-3)  # dropout did act
+
+
+def test_cls_only_top_runs_one_padded_batch_per_call(monkeypatch):
+    enc = TextEncoder(train_layers=1, pooling="cls", max_length=64).eval()
+    cache = attach_prefix_cache(enc, shared=False)
+    texts = ["Normal.", "Patchy ground-glass opacities in both lower lobes. " * 3, "Clear lungs."]
+    calls = []
+    real_top = cache._top
+    monkeypatch.setattr(
+        cache, "_top", lambda states, split: calls.append(len(states)) or real_top(states, split)
+    )
+    out = enc(texts)
+    assert calls == [3]  # absorbed query: padding is nearly free, so no length groups
+    cache.absorb_query = False
+    torch.testing.assert_close(enc(texts), out, rtol=0, atol=1e-5)
+    assert calls[1:] == [2, 1]  # projected keys: one call per length group, shortest first
 
 
 def test_length_buckets_group_states_by_token_count():
