@@ -69,6 +69,20 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def bucket_by_length(lengths: list[int], growth: float = 1.5) -> list[list[int]]:
+    """Indices of ``lengths`` grouped by value, shortest first, each group's longest at most
+    ``growth`` times its shortest (+4 tokens): padded to the longest of its own group, a short
+    normal sentence does not pay for a long lung description beside it."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[i] <= growth * lengths[buckets[-1][0]] + 4:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
 def _transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks (BERT/RoBERTa ``encoder.layer``, DistilBERT, others)."""
     for attr in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
@@ -218,17 +232,32 @@ class TextEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each string after truncation to ``max_length`` (special tokens included)."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return [len(i) for i in ids]
+
     def encode_uncached(self, texts: list[str]) -> torch.Tensor:
-        """Run the transformer on ``texts`` (in chunks of ``batch_size``), no cache involved."""
+        """Run the transformer on ``texts``, no cache involved: in groups of similar token count
+        (:func:`bucket_by_length`, at most ``batch_size`` strings each), so a short sentence is
+        not padded to the longest description of the call; rows come back in ``texts``' order."""
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, self.hidden_size, device=self.device)
+        groups = [
+            group[k : k + self.batch_size]
+            for group in bucket_by_length(self.token_counts(texts))
+            for k in range(0, len(group), self.batch_size)
+        ]
         chunks = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenize(texts[start : start + self.batch_size])
+            for group in groups:
+                enc = self.tokenize([texts[i] for i in group])
                 hidden = self.model(**enc).last_hidden_state
                 chunks.append(self.pool(hidden, enc["attention_mask"]).float())
-        if not chunks:
-            return torch.zeros(0, self.hidden_size, device=self.device)
-        return torch.cat(chunks)
+        out = torch.cat(chunks)
+        order = torch.tensor([i for group in groups for i in group], device=out.device)
+        return out.index_select(0, torch.argsort(order))
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Pooled hidden states (N, hidden) of ``texts``; uses the cache when it is active."""

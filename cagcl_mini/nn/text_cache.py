@@ -52,7 +52,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from cagcl_mini import paths
 from cagcl_mini.fileio import atomic_path
 from cagcl_mini.nn.digest import state_digest
-from cagcl_mini.nn.text import TextEncoder
+from cagcl_mini.nn.text import TextEncoder, bucket_by_length
 
 # Frozen bottoms are the pretrained weights, the same in every model built on the same text model:
 # models of one process share their cached states (evaluation embeds the same descriptions with
@@ -239,7 +239,7 @@ class PrefixCache:
         if self.bucket_growth is None:
             groups = [list(range(len(texts)))]
         else:
-            lengths = self.encoder.tokenize(texts)["attention_mask"].sum(1).tolist()
+            lengths = self.encoder.token_counts(texts)
             groups = bucket_by_length([int(n) for n in lengths], self.bucket_growth)
         return [
             [texts[i] for i in group[k : k + BOTTOM_CHUNK]]
@@ -331,20 +331,6 @@ class PrefixCache:
         if last_cls:
             hidden = cls_only_layer(model.encoder.layer[-1], hidden, attention, self.absorb_query)
         return self.encoder.pool(hidden, attention).float()
-
-
-def bucket_by_length(lengths: list[int], growth: float = 1.5) -> list[list[int]]:
-    """Indices of ``lengths`` grouped by value, shortest first, each group's longest at most
-    ``growth`` times its shortest (+4 tokens): padded to the longest of its own group, a short
-    normal sentence does not pay for a long lung description beside it."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    buckets: list[list[int]] = []
-    for i in order:
-        if buckets and lengths[i] <= growth * lengths[buckets[-1][0]] + 4:
-            buckets[-1].append(i)
-        else:
-            buckets.append([i])
-    return buckets
 
 
 def length_buckets(states: list[torch.Tensor], growth: float = 1.5) -> list[list[int]]:

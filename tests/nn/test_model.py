@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from cagcl_mini.anatomy import ANATOMIES, NUM_ANATOMIES
 from cagcl_mini.nn.model import AnatomyCLIP, ModelConfig, ProjectionHead
-from cagcl_mini.nn.text import TextEncoder, default_text_model_path
+from cagcl_mini.nn.text import TextEncoder, bucket_by_length, default_text_model_path
 from cagcl_mini.nn.vision import build_vision_encoder
 
 SIZE = 32  # 32^3 volumes keep every test fast; the tiny encoder maps them to 4^3
@@ -132,6 +132,30 @@ def test_cls_pooling_takes_first_token(minilm):
         hidden = minilm.model(**enc).last_hidden_state
     cls = TextEncoder(pooling="cls", use_cache=False)
     torch.testing.assert_close(cls(["The aorta is normal in diameter."]), hidden[:, 0])
+
+
+def test_encoding_runs_length_groups_and_keeps_the_order(minilm, monkeypatch):
+    long = "Patchy ground-glass opacities in both lower lobes with septal thickening. " * 4
+    texts = ["Normal.", long, "The heart is enlarged.", long[:120], "Clear lungs.", long[:60]]
+    alone = torch.cat([minilm([t]) for t in texts])  # one string per call: no padding at all
+    widths = []
+    forward = minilm.model.forward
+    monkeypatch.setattr(
+        minilm.model,
+        "forward",
+        lambda **enc: widths.append(enc["input_ids"].shape) or forward(**enc),
+    )
+    together = minilm(texts)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)  # rows in input order
+    counts = minilm.token_counts(texts)
+    groups = bucket_by_length(counts)
+    assert len(groups) > 1 and all(max(counts[i] for i in g) < 10 for g in groups[:1])
+    assert widths == [(len(g), max(counts[i] for i in g)) for g in groups]  # each its own pad
+    assert sum(n * w for n, w in widths) < len(texts) * max(counts)  # less than one padded batch
+    minilm.batch_size = 1  # the cap on strings per call still holds
+    widths.clear()
+    minilm(texts)
+    assert len(widths) == len(texts)
 
 
 def test_frozen_encoder_has_no_trainable_weights_and_stays_in_eval(minilm):
