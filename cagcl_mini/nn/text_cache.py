@@ -239,8 +239,7 @@ class PrefixCache:
         if self.bucket_growth is None:
             groups = [list(range(len(texts)))]
         else:
-            lengths = self.encoder.token_counts(texts)
-            groups = bucket_by_length([int(n) for n in lengths], self.bucket_growth)
+            groups = bucket_by_length(self.encoder.token_counts(texts), self.bucket_growth)
         return [
             [texts[i] for i in group[k : k + BOTTOM_CHUNK]]
             for group in groups
