@@ -49,6 +49,7 @@ def tiny_config(data_root: Path, out_dir: Path | None, **changes) -> TrainConfig
         "data_cache": "memory",
         "progress": False,
         "deterministic": True,
+        "cpu_bf16": False,  # float32 on every CPU: tests compare fit's numbers with their own
         "model": dict(TINY_MODEL),
     }
     fields.update(changes)

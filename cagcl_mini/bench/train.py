@@ -3,6 +3,9 @@
 - ``volumes_per_s``: the real ``fit`` loop of ``cpu-quick`` (data loading, augmentation, both
   encoders, losses, backward, AdamW) over ``steps`` timed steps after ``warmup`` steps; the median
   over ``repeats`` runs.
+- ``bf16_speedup``: on a CPU with native bf16 (AMX / AVX-512 BF16, as oneDNN reports) and
+  ``cpu_bf16`` on, the same ``fit`` steps in float32 against bf16 autocast of the forward, ratio of
+  the median step times; ``None`` where the step runs in float32 anyway (``autocast`` says which).
 - ``peak_rss_mb``: the process's peak resident memory (``getrusage``), after everything above.
 - ``text_cache_speedup``: with a *frozen* text encoder, one training step (forward, losses,
   backward, optimiser) re-encoding every description vs reading the pooled-output cache, in steady
@@ -47,7 +50,13 @@ from cagcl_mini.train.batches import GlobalBatchSampler
 from cagcl_mini.train.config import TrainConfig, preset
 from cagcl_mini.train.log import read_log
 from cagcl_mini.train.loop import fit
-from cagcl_mini.train.setup import dataset_for, model_for, param_groups
+from cagcl_mini.train.setup import (
+    autocast_for,
+    dataset_for,
+    model_for,
+    native_cpu_bf16,
+    param_groups,
+)
 from cagcl_mini.train.step import Objective, step_losses
 
 
@@ -121,7 +130,8 @@ def profile_step(config: TrainConfig, steps: int = 10, warmup: int | None = None
 
 def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
     """FLOPs of one forward + backward of ``config``'s training step, and of its vision encoder
-    alone (``torch.utils.flop_counter.FlopCounterMode``), with the encoder's median seconds."""
+    alone (``torch.utils.flop_counter.FlopCounterMode``), with the encoder's median seconds under
+    the autocast the step trains with."""
     dataset = dataset_for(config, "train")
     model = model_for(config, for_training=True)
     sampler = GlobalBatchSampler(len(dataset), config.batch_size, config.seed)
@@ -132,8 +142,12 @@ def step_work(config: TrainConfig, repeats: int = 5) -> dict[str, float]:
         step_losses(model, batch, objective)["total"].backward()
     flops = counter.get_total_flops()
 
+    autocast = autocast_for(config, torch.device("cpu"))
+
     def vision_step() -> None:
-        model.image_features(batch["image"]).sum().backward()
+        with autocast():
+            features = model.image_features(batch["image"])
+        features.float().sum().backward()
 
     with FlopCounterMode(display=False) as counter:
         vision_step()
@@ -234,6 +248,11 @@ def _run_train_bench(repeats, steps, warmup, out, overrides) -> dict[str, Any]:
         throughput(base.replace(out_dir=str(scratch / f"throughput{r}")), steps, warmup)
         for r in range(max(1, repeats))
     ]
+    bf16 = base.cpu_bf16 and native_cpu_bf16()
+    fp32_runs = [
+        throughput(base.replace(cpu_bf16=False, out_dir=str(scratch / f"fp32_{r}")), steps, warmup)
+        for r in range(max(1, repeats) if bf16 else 0)
+    ]
     # frozen encoder, no augmentation (fvlm): the pooled-output cache vs re-encoding
     frozen = base.replace(
         loss_preset="fvlm", model={**base.model, "text_train_layers": 0}, out_dir=str(scratch / "f")
@@ -255,6 +274,16 @@ def _run_train_bench(repeats, steps, warmup, out, overrides) -> dict[str, Any]:
         "volumes_per_s": statistics.median(r["volumes_per_s"] for r in runs),
         "volumes_per_s_runs": [round(r["volumes_per_s"], 3) for r in runs],
         "step_seconds": statistics.median(r["step_seconds"] for r in runs),
+        "autocast": "bf16" if bf16 else "none",
+        "fp32_step_seconds": (
+            statistics.median(r["step_seconds"] for r in fp32_runs) if bf16 else None
+        ),
+        "bf16_speedup": (
+            statistics.median(r["step_seconds"] for r in fp32_runs)
+            / statistics.median(r["step_seconds"] for r in runs)
+            if bf16
+            else None
+        ),
         "steps": steps,
         "warmup_steps": warmup,
         "batch_size": base.batch_size,

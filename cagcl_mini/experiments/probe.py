@@ -44,7 +44,7 @@ from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
 from cagcl_mini.nn.vision import build_vision_encoder
 from cagcl_mini.progress import progress_bar
 from cagcl_mini.train.config import TrainConfig, resolve_config
-from cagcl_mini.train.setup import dataset_for, lr_factor
+from cagcl_mini.train.setup import autocast_for, dataset_for, lr_factor
 
 LABEL_ANATOMY: np.ndarray = catalog_label_anatomy().numpy()  # (A,) anatomy 0..K-1 of each label
 
@@ -232,13 +232,16 @@ def supervised_probe(
         collate_fn=collate,
         generator=torch.Generator().manual_seed(seed),
     )
+    autocast = autocast_for(config, torch.device("cpu"))  # the arithmetic the presets train with
     start, step, losses = time.perf_counter(), 0, []
     bar = progress_bar(total=steps, desc="supervised probe", disable=not progress, leave=False)
     probe.train()
     while step < steps:
         for batch in loader:
             image, anatomy, labels = _arrays(batch)
-            loss = F.binary_cross_entropy_with_logits(probe(image, anatomy), labels)
+            with autocast():
+                logits = probe(image, anatomy)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad:

@@ -114,7 +114,7 @@ class TrainConfig:
     num_workers: Count = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # "auto" = cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast of the forward on CUDA
-    cpu_bf16: bool = False  # the same on CPUs with native bf16 (AMX / AVX-512 BF16) only
+    cpu_bf16: bool = True  # the same on CPUs with native bf16 (AMX / AVX-512 BF16) only
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
     progress: bool = True  # tqdm progress bar
 

@@ -3,10 +3,12 @@ by name, and ``fit`` and ``bench train`` take the very same step."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config
 
 from cagcl_mini.anatomy import ANATOMY_NAMES, prompt_pair
@@ -18,6 +20,7 @@ from cagcl_mini.losses.objective import (
     PER_SAMPLE_KEYS,
     compute_losses,
 )
+from cagcl_mini.train import setup
 from cagcl_mini.train.batches import DiagnosisDictionary, GlobalBatchSampler
 from cagcl_mini.train.log import read_log
 from cagcl_mini.train.loop import fit
@@ -135,3 +138,50 @@ def test_prefix_fill_benchmark_times_a_cold_store(tiny_data, tmp_path):
     assert grouped > 0 and padded > 0
     with pytest.raises(ValueError, match="needs the frozen-prefix cache"):
         train_bench.prefix_fill_seconds(config.replace(text_prefix_cache=False), True, volumes=4)
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")
+@pytest.mark.parametrize(
+    ("device", "amp", "cpu_bf16", "native", "expected"),
+    [
+        ("cpu", True, True, True, torch.bfloat16),
+        ("cpu", True, True, False, None),  # emulated bf16 is slower than float32
+        ("cpu", True, False, True, None),
+        ("cuda", True, False, False, torch.bfloat16),
+        ("cuda", False, True, True, None),
+    ],
+)
+def test_the_forward_autocasts_to_bf16_only_where_it_pays(
+    monkeypatch, tiny_data, device, amp, cpu_bf16, native, expected
+):
+    monkeypatch.setattr(setup, "native_cpu_bf16", lambda: native)
+    config = tiny_config(tiny_data, None, amp=amp, cpu_bf16=cpu_bf16)
+    context = setup.autocast_for(config, torch.device(device))()
+    if expected is None:
+        assert isinstance(context, contextlib.nullcontext)
+    else:
+        assert isinstance(context, torch.autocast)
+        assert context.device == device and context.fast_dtype == expected
+
+
+def test_a_bf16_forward_on_cpu_keeps_the_losses_and_their_gradients(monkeypatch, tiny_data):
+    monkeypatch.setattr(setup, "native_cpu_bf16", lambda: True)  # emulated where not native
+    config = tiny_config(tiny_data, None, model=FROZEN_MODEL, loss_preset="cagcl", cpu_bf16=True)
+    batch, objective = _first_batch(config), Objective.of(config)
+    results = {}
+    for name, autocast in (
+        ("fp32", contextlib.nullcontext),
+        ("bf16", setup.autocast_for(config, torch.device("cpu"))),
+    ):
+        model = model_for(config, for_training=True)
+        losses = step_losses(model, batch, objective, micro_step=0, autocast=autocast)
+        losses["total"].backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results[name] = ({k: float(v.detach()) for k, v in losses.items()}, grads)
+    (fp32, fp32_grads), (bf16, bf16_grads) = results["fp32"], results["bf16"]
+    assert set(fp32) == set(bf16)
+    for term, value in fp32.items():
+        assert bf16[term] == pytest.approx(value, rel=0.02, abs=0.01), term
+    assert any(fp32[t] != bf16[t] for t in fp32)  # the bf16 forward did run
+    assert torch.isfinite(bf16_grads).all()
+    assert F.cosine_similarity(fp32_grads, bf16_grads, dim=0) > 0.99
