@@ -59,9 +59,10 @@ def claim_metrics(
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
     ``macro_auc_ct_rate``, ``macro_f1`` (weighted F1 at the threshold closest to the ROC corner,
     as fVLM and CT-CLIP pick it), ``per_abnormality_auc``, ``anatomy_top1``; with
-    ``site_b`` (a second site's validation split), ``site_b_macro_auc`` and ``site_b_minus_a``
-    (the change of macro AUC over the 18 CT-RATE findings, the ones site B labels). ``families`` are the prompt families of the
-    robustness spread (default: the built-in ones).
+    ``site_b`` (a second site's validation split), ``site_b_macro_auc``, ``site_b_minus_a``
+    (the change of macro AUC over the 18 CT-RATE findings, the ones site B labels) and
+    ``site_b_per_abnormality_auc``. ``families`` are the prompt families of the robustness spread
+    (default: the built-in ones).
     """
     split = as_embedded(model, valid)
     detection = zero_shot_detection(model, split)
@@ -73,6 +74,7 @@ def claim_metrics(
         extra["site_b_macro_auc"] = transfer.macro["auc"]
         # site B labels only the 18 CT-RATE findings: compare like with like
         extra["site_b_minus_a"] = transfer.macro_ct_rate["auc"] - detection.macro_ct_rate["auc"]
+        extra["site_b_per_abnormality_auc"] = _auc_table(transfer)
     return extra | {
         "cross_anatomy_text_cos_mean": collapse["across"]["mean"],
         "cross_anatomy_text_cos_std": collapse["across"]["std"],
@@ -85,10 +87,13 @@ def claim_metrics(
         "macro_auc": detection.macro["auc"],
         "macro_auc_ct_rate": detection.macro_ct_rate["auc"],
         "macro_f1": detection.macro["f1_weighted"],
-        "per_abnormality_auc": {
-            n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()
-        },
+        "per_abnormality_auc": _auc_table(detection),
     }
+
+
+def _auc_table(detection: Any) -> dict[str, float]:
+    """{abnormality: AUC} of a detection result (the labels with both classes)."""
+    return {n: float(a) for n, a in detection.table.get("auc", pd.Series(dtype=float)).items()}
 
 
 def evaluate_run(
@@ -217,12 +222,38 @@ def score_run(
     }
 
 
+TABLES: tuple[str, ...] = ("per_abnormality_auc", "site_b_per_abnormality_auc")
+
+
 def without_tables(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """Every run's metrics without the per-abnormality table (the JSON's ``runs``)."""
+    """Every run's metrics without the per-abnormality tables (the JSON's ``runs``)."""
     return {
-        name: [{k: v for k, v in r.items() if k != "per_abnormality_auc"} for r in rs]
+        name: [{k: v for k, v in r.items() if k not in TABLES} for r in rs]
         for name, rs in runs.items()
     }
+
+
+def per_finding_transfer(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per finding labelled at both sites, means over seeds: AUC at site A (``auc``), at site B
+    without fine-tuning (``site_b_auc``) and the drop B - A paired by seed (``drop``, with its
+    ``drop_ci95``). Which findings a model loses at B, where the macro drop cannot say."""
+    if not runs or "site_b_per_abnormality_auc" not in runs[0]:
+        return {}
+    names = [
+        n for n in runs[0]["site_b_per_abnormality_auc"] if n in runs[0]["per_abnormality_auc"]
+    ]
+    out = {}
+    for name in names:
+        a = [r["per_abnormality_auc"].get(name, math.nan) for r in runs]
+        b = [r["site_b_per_abnormality_auc"].get(name, math.nan) for r in runs]
+        drops = [y - x for x, y in zip(a, b, strict=True)]
+        out[name] = {
+            "auc": _mean_std(a)[0],
+            "site_b_auc": _mean_std(b)[0],
+            "drop": _mean_std(drops)[0],
+            "drop_ci95": list(t_interval(drops)),
+        }
+    return out
 
 
 def compare_presets(
@@ -241,7 +272,8 @@ def compare_presets(
     (``$CAGCL_MINI_HOME/checkpoints``). ``families`` are the prompt families of claim b (default:
     the built-in ones); ``site_b`` also scores every run on the phantom's second hospital (only
     for phantom data). Returns ``{preset: aggregate}`` plus ``runs`` (every run's metrics,
-    training and evaluation seconds) and ``claims`` (:func:`verdicts`).
+    training and evaluation seconds), ``claims`` (:func:`verdicts`) and, with site B,
+    ``per_finding_transfer`` ({preset: :func:`per_finding_transfer`}).
     """
     base = resolve_config(base)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
@@ -252,5 +284,8 @@ def compare_presets(
     result: dict[str, Any] = {name: aggregate(r) for name, r in runs.items()}
     if "fvlm" in result and "cagcl" in result:
         result["claims"] = verdicts(result["fvlm"], result["cagcl"])
+    transfer = {name: per_finding_transfer(r) for name, r in runs.items()}
+    if any(transfer.values()):
+        result["per_finding_transfer"] = transfer
     result["runs"] = without_tables(runs)
     return result

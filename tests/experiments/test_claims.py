@@ -9,6 +9,7 @@ import math
 import pytest
 from helpers_train import FROZEN_MODEL, tiny_config
 
+from cagcl_mini.anatomy import CT_RATE_LABELS
 from cagcl_mini.bench import ablations as bench_ablations
 from cagcl_mini.bench import claims as bench_claims
 from cagcl_mini.data.dataset import CTReportDataset
@@ -104,6 +105,32 @@ def tiny_data(tmp_path_factory):
     return make_dataset(root, n_train=8, n_valid=6, size=32, seed=0, workers=1, progress=False)
 
 
+def test_per_finding_transfer_pairs_each_finding_by_seed():
+    def run(a, b):
+        return {"per_abnormality_auc": a, "site_b_per_abnormality_auc": b}
+
+    runs = [
+        run(
+            {"Emphysema": 0.9, "Renal cyst": 0.8, "Bronchiectasis": 0.7},
+            {"Emphysema": 0.7, "Renal cyst": 0.8},
+        ),
+        run(
+            {"Emphysema": 0.8, "Renal cyst": 0.6, "Bronchiectasis": 0.9},
+            {"Emphysema": 0.7, "Renal cyst": 0.7},
+        ),
+    ]
+    out = claims.per_finding_transfer(runs)
+    assert set(out) == {"Emphysema", "Renal cyst"}  # only what both sites score
+    assert out["Emphysema"]["auc"] == pytest.approx(0.85)
+    assert out["Emphysema"]["site_b_auc"] == pytest.approx(0.7)
+    assert out["Emphysema"]["drop"] == pytest.approx(-0.15)
+    low, high = out["Emphysema"]["drop_ci95"]
+    assert low < -0.15 < high
+    assert out["Renal cyst"]["drop"] == pytest.approx(0.05)
+    assert claims.per_finding_transfer([]) == {}
+    assert claims.per_finding_transfer([{"per_abnormality_auc": {"Emphysema": 0.9}}]) == {}
+
+
 def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, monkeypatch):
     base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
     result = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")
@@ -185,6 +212,9 @@ def test_claim_metrics_compare_site_b_on_the_findings_it_labels(tiny_data, tmp_p
     assert metrics["site_b_macro_auc"] == pytest.approx(transfer.macro["auc"], nan_ok=True)
     expected = transfer.macro_ct_rate["auc"] - metrics["macro_auc_ct_rate"]
     assert metrics["site_b_minus_a"] == pytest.approx(expected, nan_ok=True)
+    table = metrics["site_b_per_abnormality_auc"]
+    assert table == pytest.approx(dict(transfer.table["auc"]), nan_ok=True)
+    assert set(table) <= set(CT_RATE_LABELS)  # site B labels only the CT-RATE findings
 
 
 def test_the_bench_wrappers_share_a_folder_and_report_what_they_ran(tiny_data, tmp_path):
