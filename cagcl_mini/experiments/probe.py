@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES, CT_RATE_LABELS
+from cagcl_mini.data.appearance import augment_appearance
 from cagcl_mini.data.dataset import collate
 from cagcl_mini.evaluation.embed import EmbeddedSplit
 from cagcl_mini.evaluation.metrics import auc, both_classes
@@ -239,6 +240,8 @@ def supervised_probe(
     while step < steps:
         for batch in loader:
             image, anatomy, labels = _arrays(batch)
+            if config.image_augment:
+                image = augment_appearance(image, seed, step)
             with autocast():
                 logits = probe(image, anatomy)
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels)

@@ -68,6 +68,7 @@ class TrainConfig:
     loss_preset: str | dict = "cagcl"  # "fvlm" | "ctglip" | "cagcl" or {term: weight}
     augment: bool | None = None  # text augmentation; None = the loss preset's choice
     augment_variants: PositiveInt | None = 2  # augmentations per description (None: fresh)
+    image_augment: bool = False  # random blur, noise and HU offset (data/appearance.py)
     # share of each anatomy's abnormality dictionary the diagnosis term uses (ablation; 1 = all)
     dictionary_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     # data: None = the embedded phantom dataset under paths.default_data_dir(), built on demand

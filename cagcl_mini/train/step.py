@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.profiler import record_function
 
+from cagcl_mini.data.appearance import augment_appearance
 from cagcl_mini.data.citations import mine_pairs, targets_by_volume
 from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.losses.objective import compute_losses
@@ -31,7 +32,8 @@ from cagcl_mini.train.distributed import DistInfo, gather_loss_inputs
 
 @dataclass(frozen=True)
 class Objective:
-    """What a config asks of a step: loss weights, text augmentation, the CT-GLIP extras."""
+    """What a config asks of a step: loss weights, text and image augmentation, the CT-GLIP
+    extras."""
 
     weights: dict[str, float]
     augment: bool = False
@@ -41,6 +43,7 @@ class Objective:
     disease: DiseasePrompts | None = None
     # volume id -> its cited (snippet, axial position) pairs, for the localisation term
     citations: Mapping[str, tuple[tuple[str, float], ...]] | None = None
+    image_augment: bool = False  # random scanner appearance of the training volumes
 
     @classmethod
     def of(cls, config: TrainConfig, dataset: CTReportDataset | None = None) -> Objective:
@@ -72,6 +75,7 @@ class Objective:
             config.augment_variants,
             disease,
             citations,
+            config.image_augment,
         )
 
     def snippets(self, ids: Sequence[str]) -> tuple[torch.Tensor, list[str], torch.Tensor] | None:
@@ -116,11 +120,15 @@ def step_losses(
             texts = augment_texts(
                 texts, objective.seed, micro_step, first_index, objective.augment_variants
             )
+    image = batch["image"]
+    if objective.image_augment:
+        with record_function("augment"):
+            image = augment_appearance(image, objective.seed, micro_step, first_index)
     dictionary = objective.dictionary
     cited = objective.snippets(batch.get("id", ()))
     with autocast(), record_function("forward"):
         out = model(
-            {"image": batch["image"], "anatomy": batch["anatomy"]},
+            {"image": image, "anatomy": batch["anatomy"]},
             texts=texts,
             dictionary=dictionary.sentences if dictionary else None,
             with_prompts=objective.with_prompts,

@@ -185,3 +185,16 @@ def test_a_bf16_forward_on_cpu_keeps_the_losses_and_their_gradients(monkeypatch,
     assert any(fp32[t] != bf16[t] for t in fp32)  # the bf16 forward did run
     assert torch.isfinite(bf16_grads).all()
     assert F.cosine_similarity(fp32_grads, bf16_grads, dim=0) > 0.99
+
+
+def test_image_augmentation_changes_the_step_and_repeats_with_the_seed(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL, loss_preset="cagcl"
+    )
+    losses = {}
+    for name, augment in (("plain", False), ("augmented", True), ("again", True)):
+        run = config.replace(image_augment=augment, out_dir=str(tmp_path / name))
+        losses[name] = [row["loss"] for row in read_log(fit(run).log)]
+    assert all(math.isfinite(v) for v in losses["augmented"])
+    assert losses["augmented"] != losses["plain"]
+    assert losses["augmented"] == pytest.approx(losses["again"], abs=1e-6)
