@@ -50,7 +50,7 @@ BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
 
 # Fields added after runs were cached: they enter the fingerprint only away from these defaults,
 # so a cached run's name (and its checkpoint) survives the field's arrival.
-LATE_FIELD_DEFAULTS: dict[str, Any] = {"dictionary_fraction": 1.0}
+LATE_FIELD_DEFAULTS: dict[str, Any] = {"dictionary_fraction": 1.0, "image_augment": False}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]

@@ -198,3 +198,4 @@ def test_image_augmentation_changes_the_step_and_repeats_with_the_seed(tiny_data
     assert all(math.isfinite(v) for v in losses["augmented"])
     assert losses["augmented"] != losses["plain"]
     assert losses["augmented"] == pytest.approx(losses["again"], abs=1e-6)
+    assert config.replace(image_augment=True).run_name() != config.run_name()
