@@ -137,5 +137,9 @@ def ddp_gradient_worker(rank: int, world: int, init_file: str, out_dir: str) -> 
         loss.backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters()}
         torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"rank{rank}.pt")
+        # both ranks done with gloo before either tears down: a rank exiting while its peer's
+        # collective was still in flight once aborted ("terminate called without an active
+        # exception") on a loaded 2-core machine
+        dist.barrier()
     finally:
         dist.destroy_process_group()
