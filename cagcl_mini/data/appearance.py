@@ -4,8 +4,9 @@ A model trained at one hospital sees one scanner's noise, reconstruction kernel 
 ``TrainConfig.image_augment`` draws for each training volume and step, each with probability
 ``prob``: a Gaussian blur (a softer kernel; MONAI's Gaussian, applied along each axis as one
 matrix product, with the border replicated so a body cut by the volume's edge is not darkened),
-Gaussian noise (a sharper, noisier kernel) and an HU offset (calibration), on the pipeline's [0, 1] image (the HU window
-``HU_WINDOW``), clipped back to [0, 1] as the pipeline clips. Magnitudes are stated in HU.
+Gaussian noise (a sharper, noisier kernel) and an HU offset (calibration). They act on the
+pipeline's [0, 1] image (its default window ``HU_WINDOW``) and are clipped back to [0, 1] as the
+pipeline clips; magnitudes are stated in HU.
 
 Every draw is seeded by (seed, step, global sample index), as the text augmentation is
 (:func:`cagcl_mini.train.batches.augment_texts`): every process of a distributed run and a resumed
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from monai.networks.layers import gaussian_1d
 
-HU_WINDOW: tuple[float, float] = (-1000.0, 1000.0)  # the pipeline's image window (transforms.py)
+from cagcl_mini.data.transforms import HU_WINDOW
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from monai.data import Dataset as MonaiDataset
 from cagcl_mini import paths
 from cagcl_mini.anatomy import ALL_LABELS, ANATOMY_NAMES, NUM_ANATOMIES
 from cagcl_mini.data.index import VolumeRecord, index_split
-from cagcl_mini.data.transforms import build_pipeline
+from cagcl_mini.data.transforms import HU_WINDOW, build_pipeline
 from cagcl_mini.errors import DataError
 from cagcl_mini.layout import check_split, resolve_dataset_dir
 from cagcl_mini.text.findings import is_abnormal
@@ -88,7 +88,7 @@ class CTReportDataset(torch.utils.data.Dataset):
         split: str = "train",
         size: int = 64,
         cache: bool | str | Path = False,
-        hu_window: tuple[float, float] = (-1000.0, 1000.0),
+        hu_window: tuple[float, float] = HU_WINDOW,
         min_anatomy_voxels: int = 1,
         transform: Callable[[dict], dict] | None = None,
         hu_check: bool = True,

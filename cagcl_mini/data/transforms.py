@@ -401,9 +401,12 @@ class ToPlaind(MapTransform):
         return {"image": image, "anatomy": anatomy}
 
 
+HU_WINDOW: tuple[float, float] = (-1000.0, 1000.0)  # the image's HU range, mapped to [0, 1]
+
+
 def build_pipeline(
     size: int = 64,
-    hu_window: tuple[float, float] = (-1000.0, 1000.0),
+    hu_window: tuple[float, float] = HU_WINDOW,
     hu_check: bool = True,
 ) -> Compose:
     """The deterministic MONAI pipeline from file paths + metadata to ``image``/``anatomy``.
