@@ -152,8 +152,11 @@ class SupervisedProbe(nn.Module):
             if cfg.pooling == "attention"
             else None
         )
-        self.weight = nn.Parameter(torch.zeros(len(ALL_LABELS), channels))
+        self.weight = nn.Parameter(torch.empty(len(ALL_LABELS), channels))
         self.bias = nn.Parameter(torch.zeros(len(ALL_LABELS)))
+        # initialised as nn.Linear's weight: a zero head would pass the encoder no gradient
+        # until the head itself had grown, a handicap the contrastive heads do not have
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.register_buffer("label_anatomy", torch.as_tensor(LABEL_ANATOMY), persistent=False)
 
     def forward(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:

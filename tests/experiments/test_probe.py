@@ -71,6 +71,21 @@ def test_supervised_probe_pools_each_label_over_its_anatomy():
     assert torch.allclose(logits_no_lung[:, lung], net.bias[lung].expand(2))  # absent: bias only
 
 
+def test_supervised_probe_trains_its_encoder_from_the_first_step():
+    torch.manual_seed(0)
+    net = probe.SupervisedProbe().train()
+    image = torch.rand(2, 1, 32, 32, 32)
+    anatomy = torch.zeros(2, 32, 32, 32, dtype=torch.long)
+    anatomy[:, 2:14] = ANATOMY_ID["lung"]
+    anatomy[:, 16:24, 8:24] = ANATOMY_ID["heart"]
+    labels = torch.zeros(2, len(ALL_LABELS))
+    labels[0, ALL_LABELS.index("Cardiomegaly")] = 1.0
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(net(image, anatomy), labels)
+    loss.backward()
+    stem = next(p for p in net.vision.parameters() if p.ndim == 5)
+    assert stem.grad is not None and stem.grad.abs().sum() > 0, "a zero head starves the encoder"
+
+
 @pytest.fixture(scope="module")
 def probe_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe_data") / "phantom"
