@@ -47,6 +47,15 @@ def test_bench_ablations_parses_its_choices_and_refuses_others(capsys):
     assert "invalid choice: 'dictionarys'" in capsys.readouterr().err
 
 
+def test_bench_claims_takes_other_sites_and_refuses_site_a(capsys):
+    args = build_parser().parse_args(["bench", "claims", "--site", "B", "--site", "C"])
+    assert args.site == ["B", "C"] and build_parser().parse_args(["bench", "claims"]).site is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "claims", "--site", "A"])
+    err = capsys.readouterr().err
+    assert "--site: invalid choice: 'A'" in err and "choose from" in err
+
+
 @pytest.mark.parametrize("path", [p for p, _ in _leaves(build_parser())], ids=lambda p: " ".join(p))
 def test_every_subcommand_help_lists_its_options(path, capsys):
     leaf = dict(_leaves(build_parser()))[path]

@@ -65,15 +65,21 @@ def benchmark(
     difficulty: str | None = None,
     prompts: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    sites: tuple[str, ...] = ("B",),
 ) -> dict[str, Any]:
     """The claims' figures; ``steps`` replaces the budget of ``base`` (warmup scaled with it),
-    ``difficulty`` the phantom's, ``overrides`` (``key=value``) any other field of the config, and
+    ``difficulty`` the phantom's, ``overrides`` (``key=value``) any other field of the config,
     ``prompts`` (a prompt file) adds its families to claim b's spread
-    (:mod:`cagcl_mini.evaluation.prompts`)."""
+    (:mod:`cagcl_mini.evaluation.prompts`) and ``sites`` are the phantom's other hospitals every
+    run is scored at without fine-tuning."""
     t0 = time.perf_counter()
     base = base_config(base, steps, difficulty, overrides)
     with tempfile.TemporaryDirectory(prefix="cagcl-claims-") as tmp:
         result = compare_presets(
-            seeds, base=base, out=out if out is not None else tmp, families=prompt_families(prompts)
+            seeds,
+            base=base,
+            out=out if out is not None else tmp,
+            families=prompt_families(prompts),
+            sites=sites,
         )
-    return result | run_details(base, seeds, prompts, t0)
+    return result | run_details(base, seeds, prompts, t0) | {"sites": list(sites)}

@@ -16,6 +16,7 @@ from typing import Any
 
 from cagcl_mini.fileio import jsonable
 from cagcl_mini.phantom.findings import DIFFICULTIES
+from cagcl_mini.phantom.sites import SITES
 
 HELP = "measure the figures of the README"
 
@@ -59,7 +60,7 @@ def _claims(args: argparse.Namespace) -> dict:
 
     return claims.benchmark(
         seeds=args.seeds, out=args.out, steps=args.steps, difficulty=args.difficulty,
-        prompts=args.prompts, overrides=args.set,
+        prompts=args.prompts, overrides=args.set, sites=tuple(args.site or ["B"]),
     )  # fmt: skip
 
 
@@ -127,7 +128,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict], tuple[str
     "claims": (
         "the CA-GCL claims, fvlm vs cagcl over seeds",
         _claims,
-        ("claim_seeds", "steps", "difficulty", "prompts", "set", "out"),
+        ("claim_seeds", "steps", "difficulty", "prompts", "site", "set", "out"),
     ),
     "ablations": (
         "CT-GLIP dictionary scale and prompt-based disease supervision",
@@ -217,6 +218,16 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "choices": DIFFICULTIES,
             "default": None,
             "help": "phantom difficulty (default: tutorial)",
+        },
+    ),
+    "site": (
+        ("--site",),
+        {
+            "action": "append",
+            "choices": tuple(s for s in SITES if s != "A"),
+            "default": None,
+            "help": "another hospital of the phantom to score every run at without fine-tuning "
+            "(repeatable; default: B)",
         },
     ),
     "config": (

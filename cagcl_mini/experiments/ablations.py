@@ -70,7 +70,7 @@ def _run_settings(
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     for seed in seed_list(seeds):
         for name, config in settings.items():
-            runs[name].append(score_run(config.replace(seed=seed), out, families, False, progress))
+            runs[name].append(score_run(config.replace(seed=seed), out, families, (), progress))
     return {
         "settings": {name: aggregate(rs) for name, rs in runs.items()},
         "vs_reference": paired_differences(runs, reference),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from cagcl_mini.evaluation.prompts import PromptFamily
 from cagcl_mini.evaluation.retrieval import anatomy_recognition
 from cagcl_mini.evaluation.uncertainty import t_interval
 from cagcl_mini.evaluation.zero_shot import prompt_robustness, zero_shot_detection
+from cagcl_mini.phantom.sites import site as get_site
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.loop import ensure_trained
 from cagcl_mini.train.setup import dataset_for, load_model
@@ -46,11 +47,16 @@ AUC_TARGET = 0.90  # claim c
 STD_RATIO = 0.5  # claim b: cagcl's prompt-family std at most this fraction of fvlm's
 
 
+def site_key(site: str) -> str:
+    """The prefix of a transfer site's keys: ``site_b`` for site ``B``."""
+    return f"site_{site.lower()}"
+
+
 def claim_metrics(
     model: Any,
     valid: Any,
     families: Sequence[str | PromptFamily] | None = None,
-    site_b: Any = None,
+    transfer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The claims' numbers of one model on one split (a dataset or an ``EmbeddedSplit``).
 
@@ -58,23 +64,23 @@ def claim_metrics(
     ``within_anatomy_text_cos_mean``, ``effective_rank``, ``prompt_auc_std``,
     ``prompt_auc_mean``, ``family_auc`` {family: macro AUC}, ``macro_auc`` (the fVLM prompt family),
     ``macro_auc_ct_rate``, ``macro_f1`` (weighted F1 at the threshold closest to the ROC corner,
-    as fVLM and CT-CLIP pick it), ``per_abnormality_auc``, ``anatomy_top1``; with
-    ``site_b`` (a second site's validation split), ``site_b_macro_auc``, ``site_b_minus_a``
-    (the change of macro AUC over the 18 CT-RATE findings, the ones site B labels) and
-    ``site_b_per_abnormality_auc``. ``families`` are the prompt families of the robustness spread
-    (default: the built-in ones).
+    as fVLM and CT-CLIP pick it), ``per_abnormality_auc``, ``anatomy_top1``. ``transfer`` maps
+    other sites to their validation splits ({"B": split}); per site, e.g. for B,
+    ``site_b_macro_auc``, ``site_b_minus_a`` (the change of macro AUC over the 18 CT-RATE
+    findings, the ones the other sites label) and ``site_b_per_abnormality_auc``. ``families``
+    are the prompt families of the robustness spread (default: the built-in ones).
     """
     split = as_embedded(model, valid)
     detection = zero_shot_detection(model, split)
     robustness = prompt_robustness(model, split, families or prompt_family_names())
     collapse = collapse_stats(split)
     extra = {"anatomy_top1": anatomy_recognition(model, split)["top1"]}
-    if site_b is not None:
-        transfer = zero_shot_detection(model, as_embedded(model, site_b))
-        extra["site_b_macro_auc"] = transfer.macro["auc"]
-        # site B labels only the 18 CT-RATE findings: compare like with like
-        extra["site_b_minus_a"] = transfer.macro_ct_rate["auc"] - detection.macro_ct_rate["auc"]
-        extra["site_b_per_abnormality_auc"] = _auc_table(transfer)
+    for site, split in (transfer or {}).items():
+        other, key = zero_shot_detection(model, as_embedded(model, split)), site_key(site)
+        extra[f"{key}_macro_auc"] = other.macro["auc"]
+        # the other sites label only the 18 CT-RATE findings: compare like with like
+        extra[f"{key}_minus_a"] = other.macro_ct_rate["auc"] - detection.macro_ct_rate["auc"]
+        extra[f"{key}_per_abnormality_auc"] = _auc_table(other)
     return extra | {
         "cross_anatomy_text_cos_mean": collapse["across"]["mean"],
         "cross_anatomy_text_cos_std": collapse["across"]["std"],
@@ -99,12 +105,12 @@ def _auc_table(detection: Any) -> dict[str, float]:
 def evaluate_run(
     checkpoint: str | Path,
     families: Sequence[str | PromptFamily] | None = None,
-    site_b: bool = False,
+    sites: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """:func:`claim_metrics` of a trained checkpoint on its own config's validation split (and
-    on the phantom's site B, without fine-tuning, when ``site_b``)."""
+    """:func:`claim_metrics` of a trained checkpoint on its own config's validation split and,
+    without fine-tuning, on the phantom's other ``sites`` (e.g. ``("B",)``)."""
     model, config = load_model(checkpoint)
-    transfer = dataset_for(config, "valid", site="B") if site_b else None
+    transfer = {site: dataset_for(config, "valid", site=site) for site in sites}
     return claim_metrics(model, dataset_for(config, "valid"), families, transfer)
 
 
@@ -171,17 +177,36 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
         diffs = [c - f for c, f in pairs]
         out[claim]["cagcl_minus_fvlm"] = _mean_std(diffs)[0]
         out[claim]["cagcl_minus_fvlm_ci95"] = list(t_interval(diffs))
-    if "site_b_macro_auc" in cagcl.get("per_seed", {}) and "site_b_macro_auc" in fvlm["per_seed"]:
-        out["transfer"] = _transfer(fvlm, cagcl)
+    for site in transfer_sites(cagcl.get("per_seed", {})):
+        if f"{site_key(site)}_macro_auc" in fvlm["per_seed"]:
+            out[transfer_name(site)] = _transfer(fvlm, cagcl, site)
     out["n_seeds"] = n
     return out
 
 
-def _transfer(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
-    """Site B, paired by seed: cagcl minus fvlm of the macro AUC at B and of the drop B - A (the
-    18 findings B labels), each with its 95 % t interval, and the seeds where cagcl is ahead."""
+def transfer_sites(metrics: Mapping[str, Any]) -> list[str]:
+    """The other sites whose macro AUC ``metrics`` (one run's, or an aggregate's ``per_seed``)
+    hold, in key order: ``["B"]`` for ``site_b_macro_auc``."""
+    return [k[len("site_") : -len("_macro_auc")].upper() for k in metrics if _is_site_macro(k)]
+
+
+def _is_site_macro(key: str) -> bool:
+    return key.startswith("site_") and key.endswith("_macro_auc") and key.count("_") == 3
+
+
+def transfer_name(site: str, prefix: str = "transfer") -> str:
+    """Where a site's transfer figures go in the claims JSON: ``transfer`` for site B (the
+    second hospital of the tutorial), ``transfer_c`` for site C."""
+    return prefix if site == "B" else f"{prefix}_{site.lower()}"
+
+
+def _transfer(fvlm: dict[str, Any], cagcl: dict[str, Any], site: str = "B") -> dict[str, Any]:
+    """The other site, paired by seed: cagcl minus fvlm of the macro AUC there and of the drop
+    there - A (the 18 findings it labels), each with its 95 % t interval, and the seeds where
+    cagcl is ahead."""
     out: dict[str, Any] = {}
-    for key, name in (("site_b_macro_auc", "site_b"), ("site_b_minus_a", "drop")):
+    prefix = site_key(site)
+    for key, name in ((f"{prefix}_macro_auc", prefix), (f"{prefix}_minus_a", "drop")):
         pairs = zip(cagcl["per_seed"][key], fvlm["per_seed"][key], strict=True)
         diffs = [c - f for c, f in pairs]
         out[f"{name}_cagcl_minus_fvlm"] = _mean_std(diffs)[0]
@@ -202,19 +227,19 @@ def score_run(
     config: TrainConfig,
     out: str | Path | None = None,
     families: Sequence[str | PromptFamily] | None = None,
-    site_b: bool = True,
+    sites: Sequence[str] = ("B",),
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train (or reuse) one run and :func:`evaluate_run` it, with its seed and the seconds spent
-    training and evaluating. ``out`` holds the run folder (None = the cache); ``site_b`` scores
-    the phantom's second hospital too (phantom data only)."""
+    training and evaluating. ``out`` holds the run folder (None = the cache); ``sites`` are the
+    phantom's other hospitals it is scored at too (phantom data only)."""
     config = config.replace(progress=progress)
     if out is not None:
         config = config.replace(out_dir=str(Path(out) / config.run_name()))
     t0 = time.perf_counter()
     checkpoint = ensure_trained(config, progress=progress)
     t1 = time.perf_counter()
-    metrics = evaluate_run(checkpoint, families, site_b and config.data_root is None)
+    metrics = evaluate_run(checkpoint, families, sites if config.data_root is None else ())
     return metrics | {
         "seed": config.seed,
         "train_seconds": t1 - t0,
@@ -222,34 +247,36 @@ def score_run(
     }
 
 
-TABLES: tuple[str, ...] = ("per_abnormality_auc", "site_b_per_abnormality_auc")
+TABLE_SUFFIX = "per_abnormality_auc"  # the per-abnormality tables: at site A and at each other
 
 
 def without_tables(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Every run's metrics without the per-abnormality tables (the JSON's ``runs``)."""
     return {
-        name: [{k: v for k, v in r.items() if k not in TABLES} for r in rs]
+        name: [{k: v for k, v in r.items() if not k.endswith(TABLE_SUFFIX)} for r in rs]
         for name, rs in runs.items()
     }
 
 
-def per_finding_transfer(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per finding labelled at both sites, means over seeds: AUC at site A (``auc``), at site B
-    without fine-tuning (``site_b_auc``) and the drop B - A paired by seed (``drop``, with its
-    ``drop_ci95``). Which findings a model loses at B, where the macro drop cannot say."""
-    if not runs or "site_b_per_abnormality_auc" not in runs[0]:
+def per_finding_transfer(
+    runs: Sequence[dict[str, Any]], site: str = "B"
+) -> dict[str, dict[str, float]]:
+    """Per finding labelled at both sites, means over seeds: AUC at site A (``auc``), at the
+    other ``site`` without fine-tuning (``site_b_auc`` for B) and the drop there - A paired by
+    seed (``drop``, with its ``drop_ci95``). Which findings a model loses at the other site,
+    where the macro drop cannot say."""
+    table = f"{site_key(site)}_{TABLE_SUFFIX}"
+    if not runs or table not in runs[0]:
         return {}
-    names = [
-        n for n in runs[0]["site_b_per_abnormality_auc"] if n in runs[0]["per_abnormality_auc"]
-    ]
+    names = [n for n in runs[0][table] if n in runs[0]["per_abnormality_auc"]]
     out = {}
     for name in names:
         a = [r["per_abnormality_auc"].get(name, math.nan) for r in runs]
-        b = [r["site_b_per_abnormality_auc"].get(name, math.nan) for r in runs]
+        b = [r[table].get(name, math.nan) for r in runs]
         drops = [y - x for x, y in zip(a, b, strict=True)]
         out[name] = {
             "auc": _mean_std(a)[0],
-            "site_b_auc": _mean_std(b)[0],
+            f"{site_key(site)}_auc": _mean_std(b)[0],
             "drop": _mean_std(drops)[0],
             "drop_ci95": list(t_interval(drops)),
         }
@@ -263,29 +290,36 @@ def compare_presets(
     out: str | Path | None = None,
     progress: bool = False,
     families: Sequence[str | PromptFamily] | None = None,
-    site_b: bool = True,
+    sites: Sequence[str] = ("B",),
 ) -> dict[str, Any]:
     """Train (or reuse) ``base`` with each loss preset and seed, and aggregate the claims.
 
     Runs differ only in ``loss_preset`` (and the augmentation it implies) and ``seed``. ``out``
     holds the run folders (a matching finished run there is reused); None = the cache
     (``$CAGCL_MINI_HOME/checkpoints``). ``families`` are the prompt families of claim b (default:
-    the built-in ones); ``site_b`` also scores every run on the phantom's second hospital (only
-    for phantom data). Returns ``{preset: aggregate}`` plus ``runs`` (every run's metrics,
-    training and evaluation seconds), ``claims`` (:func:`verdicts`) and, with site B,
-    ``per_finding_transfer`` ({preset: :func:`per_finding_transfer`}).
+    the built-in ones); ``sites`` are the phantom's other hospitals every run is also scored at
+    (phantom data only; ``("B",)``: the second hospital, ``("B", "C")`` both). Returns
+    ``{preset: aggregate}`` plus ``runs`` (every run's metrics, training and evaluation
+    seconds), ``claims`` (:func:`verdicts`; per other site its ``transfer`` entry, see
+    :func:`transfer_name`) and, per other site, ``per_finding_transfer`` (``_c`` for site C:
+    {preset: :func:`per_finding_transfer`}).
     """
+    for site in sites:
+        get_site(site)  # ValueError naming the sites
+        if site == "A":
+            raise ValueError("sites are the other hospitals scored without fine-tuning, not 'A'")
     base = resolve_config(base)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
     for seed in seed_list(seeds):
         for name in presets:
             config = base.replace(loss_preset=name, seed=seed)
-            runs[name].append(score_run(config, out, families, site_b, progress))
+            runs[name].append(score_run(config, out, families, sites, progress))
     result: dict[str, Any] = {name: aggregate(r) for name, r in runs.items()}
     if "fvlm" in result and "cagcl" in result:
         result["claims"] = verdicts(result["fvlm"], result["cagcl"])
-    transfer = {name: per_finding_transfer(r) for name, r in runs.items()}
-    if any(transfer.values()):
-        result["per_finding_transfer"] = transfer
+    for site in sites:
+        transfer = {name: per_finding_transfer(r, site) for name, r in runs.items()}
+        if any(transfer.values()):
+            result[transfer_name(site, "per_finding_transfer")] = transfer
     result["runs"] = without_tables(runs)
     return result

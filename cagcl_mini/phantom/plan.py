@@ -83,7 +83,7 @@ class PhantomSpec:
     size: int = 64  # edge of the cubic volumes, in voxels
     seed: int = 0  # same seed, byte-identical files
     difficulty: str = "tutorial"  # how visible the findings are: "tutorial" or "realistic"
-    site: str = "A"  # which hospital scans, stores and reports: "A" or "B"
+    site: str = "A"  # which hospital scans, stores and reports: a key of sites.SITES
 
     def __post_init__(self) -> None:
         if self.difficulty not in DIFFICULTIES:

@@ -75,18 +75,22 @@ def test_verdicts_follow_the_three_claims_on_means_and_per_seed():
 
 
 def test_the_transfer_verdict_pairs_site_b_by_seed():
-    def with_site_b(auc, b):
+    def with_sites(auc, b, c=None):
         runs = [
             {"seed": i, "cross_anatomy_text_cos_mean": 0.5, "prompt_auc_std": 0.01,
              "macro_auc": a, "share_above_0.9": 0.0, "family_auc": {"fvlm": a},
              "site_b_macro_auc": x, "site_b_minus_a": x - a}
             for i, (a, x) in enumerate(zip(auc, b, strict=True))
         ]  # fmt: skip
+        for run, x in zip(runs, c or [], strict=False):
+            run |= {"site_c_macro_auc": x, "site_c_minus_a": x - run["macro_auc"]}
         return claims.aggregate(runs)
 
-    fvlm = with_site_b([0.80, 0.82, 0.81], [0.70, 0.75, 0.72])
-    cagcl = with_site_b([0.84, 0.83, 0.85], [0.78, 0.74, 0.80])
-    out = claims.verdicts(fvlm, cagcl)["transfer"]
+    fvlm = with_sites([0.80, 0.82, 0.81], [0.70, 0.75, 0.72])
+    cagcl = with_sites([0.84, 0.83, 0.85], [0.78, 0.74, 0.80])
+    verdicts = claims.verdicts(fvlm, cagcl)
+    assert "transfer_c" not in verdicts  # no site C scores
+    out = verdicts["transfer"]
     assert out["site_b_cagcl_minus_fvlm"] == pytest.approx((0.08 - 0.01 + 0.08) / 3)
     assert out["site_b_seeds_cagcl_ahead"] == 2
     drops = [
@@ -97,6 +101,14 @@ def test_the_transfer_verdict_pairs_site_b_by_seed():
     assert out["drop_cagcl_minus_fvlm"] == pytest.approx(sum(drops) / 3)
     lo, hi = out["drop_cagcl_minus_fvlm_ci95"]
     assert lo < sum(drops) / 3 < hi
+    # a third site: its own entry, the same pairing; site B's entry unchanged
+    fvlm_c = with_sites([0.80, 0.82, 0.81], [0.70, 0.75, 0.72], [0.60, 0.70, 0.65])
+    cagcl_c = with_sites([0.84, 0.83, 0.85], [0.78, 0.74, 0.80], [0.70, 0.69, 0.75])
+    both = claims.verdicts(fvlm_c, cagcl_c)
+    assert both["transfer"] == out
+    assert both["transfer_c"]["site_c_cagcl_minus_fvlm"] == pytest.approx((0.10 - 0.01 + 0.10) / 3)
+    assert both["transfer_c"]["site_c_seeds_cagcl_ahead"] == 2
+    assert claims.transfer_sites(cagcl_c["per_seed"]) == ["B", "C"]
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +141,10 @@ def test_per_finding_transfer_pairs_each_finding_by_seed():
     assert out["Renal cyst"]["drop"] == pytest.approx(0.05)
     assert claims.per_finding_transfer([]) == {}
     assert claims.per_finding_transfer([{"per_abnormality_auc": {"Emphysema": 0.9}}]) == {}
+    assert claims.per_finding_transfer(runs, "C") == {}  # these runs were not scored at C
+    at_c = [{"per_abnormality_auc": r["per_abnormality_auc"],
+             "site_c_per_abnormality_auc": r["site_b_per_abnormality_auc"]} for r in runs]  # fmt: skip
+    assert claims.per_finding_transfer(at_c, "C")["Emphysema"]["site_c_auc"] == pytest.approx(0.7)
 
 
 def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, monkeypatch):
@@ -150,6 +166,15 @@ def test_compare_presets_trains_each_preset_and_seed_once(tiny_data, tmp_path, m
     again = claims.compare_presets(seeds=[1], base=base, out=tmp_path / "runs")
     a, b = (r["fvlm"]["per_seed"]["cross_anatomy_text_cos_mean"] for r in (result, again))
     assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_compare_presets_names_a_site_it_cannot_score(tiny_data, tmp_path):
+    base = tiny_config(tiny_data, None, steps=2, checkpoint_every=0, model=FROZEN_MODEL)
+    with pytest.raises(ValueError, match="site must be one of A, B, C, got 'D'"):
+        claims.compare_presets(seeds=[0], base=base, out=tmp_path, sites=("D",))
+    with pytest.raises(ValueError, match="not 'A'"):
+        claims.compare_presets(seeds=[0], base=base, out=tmp_path, sites=("A",))
+    assert not list(tmp_path.iterdir()), "nothing trained before the sites were checked"
 
 
 def test_claim_metrics_of_an_untrained_model(tiny_data):
@@ -205,9 +230,18 @@ def test_claim_metrics_compare_site_b_on_the_findings_it_labels(tiny_data, tmp_p
     site_b_root = make_dataset(
         tmp_path / "b", PhantomSpec(2, 6, 32, 0, site="B"), workers=1, progress=False
     )
+    site_c_root = make_dataset(
+        tmp_path / "c", PhantomSpec(2, 6, 32, 0, site="C"), workers=1, progress=False
+    )
     model = model_for(config, seed=3)
     site_b = CTReportDataset(site_b_root, "valid", size=32)
-    metrics = claims.claim_metrics(model, dataset_for(config, "valid"), site_b=site_b)
+    site_c = CTReportDataset(site_c_root, "valid", size=32)
+    valid = dataset_for(config, "valid")
+    metrics = claims.claim_metrics(model, valid, transfer={"B": site_b, "C": site_c})
+    at_c = zero_shot_detection(model, as_embedded(model, site_c))
+    assert metrics["site_c_macro_auc"] == pytest.approx(at_c.macro["auc"], nan_ok=True)
+    assert set(metrics["site_c_per_abnormality_auc"]) <= set(CT_RATE_LABELS)
+    assert "site_b_macro_auc" not in claims.claim_metrics(model, valid)
     transfer = zero_shot_detection(model, as_embedded(model, site_b))
     assert metrics["site_b_macro_auc"] == pytest.approx(transfer.macro["auc"], nan_ok=True)
     expected = transfer.macro_ct_rate["auc"] - metrics["macro_auc_ct_rate"]

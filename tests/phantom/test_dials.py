@@ -76,6 +76,37 @@ def test_site_b_scans_stores_and_reports_differently():
     assert np.diff(air["B"], axis=0).std() > 2 * np.diff(air["A"], axis=0).std()
 
 
+def test_site_c_shifts_the_other_way_soft_thick_and_reading_low():
+    c = plan_case(0, "valid", 4, 64, site="C")
+    vol = {s: render_volume(c.seed_sequence(), 64, c.findings, site=s) for s in "AC"}
+    assert c.intercept == -1000 and c.metadata["Manufacturer"].endswith("site C")
+    assert vol["C"].hu.shape == (64, 64, 22) and c.metadata["NumberofSlices"] == "22"
+    patient = body_for(c.seed_sequence(), 64)
+    assert vol["C"].affine[2, 2] == pytest.approx(3 * patient.spacing[2])
+    assert 0.85 - 1e-2 <= vol["C"].affine[0, 0] / patient.spacing[0] <= 0.95 + 1e-2
+    # a smaller field of view: the patient fills more of the same matrix
+    share = {s: (render_volume(c.seed_sequence(), 64, [], site=s).labels > 0).mean() for s in "AC"}
+    assert share["C"] > 1.1 * share["A"], share
+
+    # a soft kernel: less high-frequency noise in air than site A
+    def air_noise(v):
+        air = (v.labels == 0) & (v.hu < -950)
+        both = air[1:] & air[:-1]
+        return np.diff(v.hu, axis=0)[both].std()
+
+    assert air_noise(vol["C"]) < air_noise(vol["A"])
+    offsets = [SITES["C"].offset(np.random.default_rng(k)) for k in range(20)]
+    assert all(-20.0 <= o <= -8.0 for o in offsets), "site C's scanner reads low"
+    assert labels_only_over_ct_rate(c)
+
+
+def labels_only_over_ct_rate(case) -> bool:
+    """A labels-only report over the 18 CT-RATE findings, as site B writes them."""
+    sentences = [s for s in case.report["Findings_EN"].split(". ") if s]
+    labelled = all(s.rstrip(".").endswith("is present") for s in sentences)
+    return (labelled or "None of" in sentences[0]) and case.label_columns() == CT_RATE_LABELS
+
+
 def test_a_site_b_dataset_loads_with_the_same_loader(tmp_path):
     root = make_dataset(
         tmp_path / "b", PhantomSpec(2, 3, 40, 0, site="B"), workers=1, progress=False
