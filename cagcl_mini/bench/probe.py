@@ -102,7 +102,10 @@ def benchmark(
             name: zero_shot_row(m, train_set, valid_set, seed) for name, m in models.items()
         }
     supervised = supervised_probe(
-        config, seed=seed, progress=False, site_b=config.data_root is None and not supervised_only
+        config,
+        seed=seed,
+        progress=False,
+        sites=("B",) if config.data_root is None and not supervised_only else (),
     )
     more = [
         supervised_probe(config, seed=seed + k, progress=False) for k in range(1, supervised_seeds)

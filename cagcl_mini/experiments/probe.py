@@ -201,14 +201,15 @@ def supervised_probe(
     steps: int | None = None,
     seed: int | None = None,
     progress: bool = True,
-    site_b: bool = False,
+    sites: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train the config's image tower on the labels (BCE) and report validation AUC per label.
 
     Uses the config's data, image size, vision encoder, batch size, learning rate, warmup and
-    cosine schedule; ``steps`` defaults to the config's (the tutorial budget). ``site_b`` also
-    scores the tower, without fine-tuning, on the phantom's second hospital: the label-aware
-    bound of what transfer can lose.
+    cosine schedule; ``steps`` defaults to the config's (the tutorial budget). ``sites`` (e.g.
+    ``("B",)``) also score the tower, without fine-tuning, at the phantom's other hospitals:
+    the label-aware bound of what transfer can lose (keys ``site_b_macro_auc``, ``site_b_auc``,
+    ``site_b_minus_a`` for B).
     """
     config = resolve_config(config)
     steps = int(steps or config.steps)
@@ -263,12 +264,13 @@ def supervised_probe(
     train_seconds = time.perf_counter() - start
 
     result = _score_supervised(probe, valid_set)
-    if site_b:
-        transfer = _score_supervised(probe, dataset_for(config, "valid", site="B"))
-        result["site_b_macro_auc"] = transfer["macro_auc"]
-        result["site_b_auc"] = transfer["auc"]
-        # site B labels only the 18 CT-RATE findings: compare like with like
-        result["site_b_minus_a"] = _ct_rate_macro(transfer) - _ct_rate_macro(result)
+    for site in sites:
+        transfer = _score_supervised(probe, dataset_for(config, "valid", site=site))
+        key = f"site_{site.lower()}"
+        result[f"{key}_macro_auc"] = transfer["macro_auc"]
+        result[f"{key}_auc"] = transfer["auc"]
+        # the other sites label only the 18 CT-RATE findings: compare like with like
+        result[f"{key}_minus_a"] = _ct_rate_macro(transfer) - _ct_rate_macro(result)
     return result | {
         "kind": "supervised",
         "steps": steps,

@@ -103,17 +103,22 @@ def test_supervised_probe_learns_and_scores_the_validation_split(probe_data):
     assert all(0.0 <= a <= 1.0 for a in out["auc"].values()) and not math.isnan(out["macro_auc"])
 
 
-def test_supervised_probe_scores_site_b_on_its_18_findings():
-    # the embedded phantom (data_root None), tiny: site A and B are built in the test's home
+def test_supervised_probe_scores_sites_b_and_c_on_their_18_findings():
+    # the embedded phantom (data_root None), tiny: sites A, B and C are built in the test's home
     config = tiny_config(
         "unused", None, n_train=16, n_valid=12, data_size=32, steps=8, warmup_steps=2
     ).replace(data_root=None)
-    out = probe.supervised_probe(config, progress=False, site_b=True)
+    out = probe.supervised_probe(config, progress=False, sites=("B", "C"))
     assert set(out["site_b_auc"]) <= set(CT_RATE_LABELS) and out["site_b_auc"]
     assert 0.0 <= out["site_b_macro_auc"] <= 1.0
     a = np.mean([out["auc"][k] for k in CT_RATE_LABELS if k in out["auc"]])
     b = np.mean(list(out["site_b_auc"].values()))
     assert out["site_b_minus_a"] == pytest.approx(b - a)
+    c = np.mean(list(out["site_c_auc"].values()))
+    assert set(out["site_c_auc"]) <= set(CT_RATE_LABELS) and out["site_c_minus_a"] == pytest.approx(
+        c - a
+    )
+    assert out["site_c_auc"] != out["site_b_auc"], "another hospital, other volumes"
 
 
 def _volume(lung_value: float, heart_edge: int, labels: dict[str, int]) -> dict:
