@@ -24,11 +24,14 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else home() / "data" / "default"
 
 
-def site_data_dir(site: str) -> Path:
-    """Where the embedded dataset of another hospital lives: ``<default data dir>-site-<site>``
-    beside the default one (site ``A`` is the default data dir itself)."""
+def site_data_dir(site: str, variant: str = "") -> Path:
+    """Where an embedded dataset lives: the default data dir for the tutorial's own (site ``A``,
+    default spec); beside it ``<default data dir>[-<variant>][-site-<site>]`` for another
+    hospital or another spec (``variant``, e.g. ``realistic``), so datasets of different specs
+    never overwrite one another."""
     base = default_data_dir()
-    return base if site == "A" else base.with_name(f"{base.name}-site-{site}")
+    name = base.name + (f"-{variant}" if variant else "") + (f"-site-{site}" if site != "A" else "")
+    return base.with_name(name)
 
 
 def checkpoint_dir() -> Path:

@@ -231,7 +231,7 @@ def test_make_data_site_b_writes_the_dataset_the_transfer_evaluation_reads(tmp_p
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     monkeypatch.setenv("CAGCL_MINI_HOME", str(tmp_path))
-    root = site_data_dir("B")
+    root = site_data_dir("B", "nvalid3-size32")  # its own folder: not the tutorial's spec
     assert f"dataset ready at {root}" in proc.stdout
     written = {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")}
     cts = {split: len(list((root / "dataset" / split).rglob("*.nii.gz"))) for split in SPLITS}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cagcl_mini.paths import site_data_dir
-from cagcl_mini.phantom.build import make_dataset
+from cagcl_mini.phantom.build import default_root, make_dataset
 from cagcl_mini.phantom.findings import DIFFICULTIES
 from cagcl_mini.phantom.plan import PhantomSpec
 from cagcl_mini.phantom.sites import SITES, TRANSFER_TRAIN
@@ -17,7 +16,11 @@ HELP = "write the embedded synthetic CT-report dataset"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PhantomSpec()
     parser.add_argument(
-        "--out", type=Path, default=None, help="dataset root (default: the tutorial's cache)"
+        "--out",
+        type=Path,
+        default=None,
+        help="dataset root (default: the spec's folder in the tutorial's cache: data/default for "
+        "the default spec, data/default-<difference>[-site-<site>] beside it otherwise)",
     )
     parser.add_argument(
         "--n-train", type=int, default=None,
@@ -38,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--site", choices=tuple(SITES), default=defaults.site,
         help="A: the tutorial's hospital; B: another scanner (sharp kernel, more noise, a larger "
         "field of view), thicker slices, intercept 0, a small HU offset and label-only reports "
-        "(cross-site transfer)",
+        "(cross-site transfer); C: a third one (soft kernel, a smaller field of view, three "
+        "times as thick slices, reading low)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
@@ -49,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     ).at_site(args.site)
     if args.n_train is not None:
         spec = spec.replace(n_train=args.n_train)
-    root = make_dataset(args.out or site_data_dir(args.site), spec, workers=args.workers)
+    root = make_dataset(args.out or default_root(spec), spec, workers=args.workers)
     print(f"dataset ready at {root}")
     return 0

@@ -351,6 +351,13 @@ def make_dataset(
     return out
 
 
+def default_root(spec: PhantomSpec) -> Path:
+    """The cache folder of a spec's dataset (:func:`cagcl_mini.paths.site_data_dir`): the
+    default data dir for the tutorial's dataset, a folder of its own for any other site or spec,
+    so a run on one never rebuilds, under another run's feet, the dataset of another."""
+    return paths.site_data_dir(spec.site, spec.variant())
+
+
 def ensure_dataset(
     root: Path | str | None = None,
     spec: PhantomSpec | None = None,
@@ -359,7 +366,8 @@ def ensure_dataset(
     progress: bool = True,
     **fields: Any,
 ) -> Path:
-    """The dataset root (default :func:`cagcl_mini.paths.default_data_dir`), built if absent,
-    incomplete, or built with another spec. What the notebooks and the trainer call."""
-    target = paths.default_data_dir() if root is None else Path(root)
-    return make_dataset(target, spec, workers=workers, progress=progress, **fields)
+    """The dataset root (default: the spec's own cache folder, :func:`default_root`), built if
+    absent, incomplete, or built with another spec. What the notebooks and the trainer call."""
+    spec = (spec or PhantomSpec()).replace(**fields)
+    target = default_root(spec) if root is None else Path(root)
+    return make_dataset(target, spec, workers=workers, progress=progress)

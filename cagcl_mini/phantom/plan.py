@@ -111,6 +111,17 @@ class PhantomSpec:
         training volumes (it is scored, not trained on)."""
         return self.replace(site=site, n_train=self.n_train if site == "A" else TRANSFER_TRAIN)
 
+    def variant(self) -> str:
+        """What sets this spec apart from the tutorial's dataset at its site, as a folder-name
+        tag: ``""`` for the default, else e.g. ``realistic`` or ``realistic-size48-seed3``."""
+        default = PhantomSpec().at_site(self.site)
+        parts = [self.difficulty] if self.difficulty != default.difficulty else []
+        for name in ("n_train", "n_valid", "size", "seed"):
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                parts.append(f"{name.replace('_', '')}{value}")
+        return "-".join(parts)
+
     def params(self) -> dict[str, Any]:
         """The manifest's record of this spec: its fields, the phantom's version and fingerprints
         of the tables it draws from: the tutorial difficulty's visibility table and another

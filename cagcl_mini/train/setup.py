@@ -16,7 +16,6 @@ from cagcl_mini.data.dataset import CTReportDataset
 from cagcl_mini.layout import check_split
 from cagcl_mini.nn.model import AnatomyCLIP
 from cagcl_mini.nn.text_cache import attach_prefix_cache
-from cagcl_mini.paths import site_data_dir
 from cagcl_mini.phantom.build import ensure_dataset
 from cagcl_mini.train import checkpoint as ckpt
 from cagcl_mini.train import distributed as dist_utils
@@ -125,7 +124,7 @@ def dataset_for(
     wait at a barrier). ``site="B"`` asks for the phantom's second hospital instead, as
     :meth:`~cagcl_mini.phantom.plan.PhantomSpec.at_site` and ``make-data --site B`` write it (the
     same difficulty and validation split, few training volumes: transfer is scored, not trained),
-    in :func:`cagcl_mini.paths.site_data_dir`.
+    in the spec's own cache folder (:func:`cagcl_mini.phantom.build.default_root`).
     """
     config = resolve_config(config)
     check_split(split)
@@ -134,14 +133,12 @@ def dataset_for(
         raise ValueError(f"site {site!r} is a phantom dataset; a config with data_root has none")
     if root is None:
         info = info or dist_utils.DistInfo()
-        spec = config.phantom_spec()
-        spec = spec.at_site(site)
-        folder = site_data_dir(site)
+        spec = config.phantom_spec().at_site(site)
         if info.is_main:
-            root = ensure_dataset(folder, spec, progress=progress)
+            root = ensure_dataset(None, spec, progress=progress)
         dist_utils.barrier(info)
         if not info.is_main:
-            root = ensure_dataset(folder, spec, progress=False)
+            root = ensure_dataset(None, spec, progress=False)
     size = config.image_size if image_size is None else int(image_size)
     return CTReportDataset(
         root, split, size=size, cache=config.data_cache, hu_check=config.hu_check

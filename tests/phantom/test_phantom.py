@@ -36,6 +36,7 @@ from cagcl_mini.phantom.build import (
     MANIFEST,
     DatasetWriteError,
     dataset_complete,
+    default_root,
     ensure_dataset,
     make_dataset,
     read_manifest,
@@ -402,14 +403,33 @@ def test_killed_build_never_looks_complete_and_resumes(tmp_path):
 def test_rerun_reuses_and_other_parameters_rebuild(tmp_path, monkeypatch):
     monkeypatch.setenv("CAGCL_MINI_DATA", str(tmp_path / "default"))
     root = ensure_dataset(n_train=2, n_valid=1, size=32, workers=1, progress=False)
-    assert root == tmp_path / "default" and dataset_complete(root)
+    assert root == tmp_path / "default-ntrain2-nvalid1-size32" and dataset_complete(root)
     stamp = (root / MANIFEST).stat().st_mtime_ns
     stats: dict = {}
     make_dataset(root, PhantomSpec(2, 1, 32, 0), workers=1, progress=False, stats=stats)
     assert (root / MANIFEST).stat().st_mtime_ns == stamp and stats == {}
-    ensure_dataset(n_train=3, n_valid=1, size=32, workers=1, progress=False)
+    make_dataset(root, PhantomSpec(3, 1, 32, 0), workers=1, progress=False)  # same folder
     assert read_manifest(root)["params"]["n_train"] == 3
     assert (root / "dataset/train/train_3/train_3_a/train_3_a_1.nii.gz").is_file()
+
+
+def test_each_spec_keeps_its_own_cache_folder(tmp_path, monkeypatch):
+    """Two runs on two difficulties (or sizes, or sites) at once must not rebuild each other's
+    dataset under their feet: each spec has a folder, the tutorial's is the default one."""
+    monkeypatch.setenv("CAGCL_MINI_DATA", str(tmp_path / "default"))
+    small = {"n_train": 2, "n_valid": 1, "size": 32, "workers": 1, "progress": False}
+    tutorial = ensure_dataset(**small)
+    stamp = (tutorial / MANIFEST).stat().st_mtime_ns
+    realistic = ensure_dataset(difficulty="realistic", **small)
+    site_c_spec = PhantomSpec(n_valid=1, size=32).at_site("C")
+    site_c = ensure_dataset(spec=site_c_spec, workers=1, progress=False)
+    assert realistic == tmp_path / "default-realistic-ntrain2-nvalid1-size32"
+    assert site_c == tmp_path / "default-nvalid1-size32-site-C"
+    assert (tutorial / MANIFEST).stat().st_mtime_ns == stamp, "the first dataset was rebuilt"
+    assert read_manifest(realistic)["params"]["difficulty"] == "realistic"
+    assert read_manifest(site_c)["params"]["site"] == "C"
+    assert PhantomSpec().variant() == "" and default_root(PhantomSpec()) == tmp_path / "default"
+    assert default_root(PhantomSpec().at_site("B")) == tmp_path / "default-site-B"
 
 
 def test_unwritable_output_fails_up_front_naming_the_folder(tmp_path):

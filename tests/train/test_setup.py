@@ -6,6 +6,7 @@ import pytest
 from helpers_train import FROZEN_MODEL, make_tiny_data, tiny_config
 
 from cagcl_mini.paths import default_data_dir
+from cagcl_mini.phantom.build import default_root
 from cagcl_mini.train.config import preset
 from cagcl_mini.train.setup import dataset_for, model_for
 
@@ -35,7 +36,9 @@ def test_the_embedded_dataset_is_built_on_demand(monkeypatch, tmp_path):
     monkeypatch.setenv("CAGCL_MINI_DATA", str(tmp_path / "default"))
     config = preset("cpu-quick", n_train=2, n_valid=1, data_size=32, image_size=16)
     valid = dataset_for(config, "valid")
-    assert len(valid) == 1 and (default_data_dir() / "dataset.json").is_file()
+    root = default_root(config.phantom_spec())  # not the tutorial's spec: a folder beside it
+    assert len(valid) == 1 and (root / "dataset.json").is_file()
+    assert root.parent == default_data_dir().parent and root != default_data_dir()
 
 
 def test_with_steps_scales_the_warmup_with_the_budget():
