@@ -35,6 +35,7 @@ from cagcl_mini.evaluation.prompts import PromptFamily
 from cagcl_mini.evaluation.retrieval import anatomy_recognition
 from cagcl_mini.evaluation.uncertainty import t_interval
 from cagcl_mini.evaluation.zero_shot import prompt_robustness, zero_shot_detection
+from cagcl_mini.phantom.sites import SITES, result_key
 from cagcl_mini.phantom.sites import site as get_site
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.loop import ensure_trained
@@ -45,11 +46,6 @@ SEEDS = 5  # training seeds per preset (claims are means over them, with 95 % t 
 HEADLINE: tuple[str, ...] = ("cross_anatomy_text_cos_mean", "prompt_auc_std", "macro_auc")
 AUC_TARGET = 0.90  # claim c
 STD_RATIO = 0.5  # claim b: cagcl's prompt-family std at most this fraction of fvlm's
-
-
-def site_key(site: str) -> str:
-    """The prefix of a transfer site's keys: ``site_b`` for site ``B``."""
-    return f"site_{site.lower()}"
 
 
 def claim_metrics(
@@ -76,7 +72,7 @@ def claim_metrics(
     collapse = collapse_stats(split)
     extra = {"anatomy_top1": anatomy_recognition(model, split)["top1"]}
     for site, split in (transfer or {}).items():
-        other, key = zero_shot_detection(model, as_embedded(model, split)), site_key(site)
+        other, key = zero_shot_detection(model, as_embedded(model, split)), result_key(site)
         extra[f"{key}_macro_auc"] = other.macro["auc"]
         # the other sites label only the 18 CT-RATE findings: compare like with like
         extra[f"{key}_minus_a"] = other.macro_ct_rate["auc"] - detection.macro_ct_rate["auc"]
@@ -177,21 +173,12 @@ def verdicts(fvlm: dict[str, Any], cagcl: dict[str, Any]) -> dict[str, Any]:
         diffs = [c - f for c, f in pairs]
         out[claim]["cagcl_minus_fvlm"] = _mean_std(diffs)[0]
         out[claim]["cagcl_minus_fvlm_ci95"] = list(t_interval(diffs))
-    for site in transfer_sites(cagcl.get("per_seed", {})):
-        if f"{site_key(site)}_macro_auc" in fvlm["per_seed"]:
+    for site in SITES:
+        scored = f"{result_key(site)}_macro_auc"
+        if scored in cagcl.get("per_seed", {}) and scored in fvlm["per_seed"]:
             out[transfer_name(site)] = _transfer(fvlm, cagcl, site)
     out["n_seeds"] = n
     return out
-
-
-def transfer_sites(metrics: Mapping[str, Any]) -> list[str]:
-    """The other sites whose macro AUC ``metrics`` (one run's, or an aggregate's ``per_seed``)
-    hold, in key order: ``["B"]`` for ``site_b_macro_auc``."""
-    return [k[len("site_") : -len("_macro_auc")].upper() for k in metrics if _is_site_macro(k)]
-
-
-def _is_site_macro(key: str) -> bool:
-    return key.startswith("site_") and key.endswith("_macro_auc") and key.count("_") == 3
 
 
 def transfer_name(site: str, prefix: str = "transfer") -> str:
@@ -205,7 +192,7 @@ def _transfer(fvlm: dict[str, Any], cagcl: dict[str, Any], site: str = "B") -> d
     there - A (the 18 findings it labels), each with its 95 % t interval, and the seeds where
     cagcl is ahead."""
     out: dict[str, Any] = {}
-    prefix = site_key(site)
+    prefix = result_key(site)
     for key, name in ((f"{prefix}_macro_auc", prefix), (f"{prefix}_minus_a", "drop")):
         pairs = zip(cagcl["per_seed"][key], fvlm["per_seed"][key], strict=True)
         diffs = [c - f for c, f in pairs]
@@ -265,7 +252,7 @@ def per_finding_transfer(
     other ``site`` without fine-tuning (``site_b_auc`` for B) and the drop there - A paired by
     seed (``drop``, with its ``drop_ci95``). Which findings a model loses at the other site,
     where the macro drop cannot say."""
-    table = f"{site_key(site)}_{TABLE_SUFFIX}"
+    table = f"{result_key(site)}_{TABLE_SUFFIX}"
     if not runs or table not in runs[0]:
         return {}
     names = [n for n in runs[0][table] if n in runs[0]["per_abnormality_auc"]]
@@ -276,7 +263,7 @@ def per_finding_transfer(
         drops = [y - x for x, y in zip(a, b, strict=True)]
         out[name] = {
             "auc": _mean_std(a)[0],
-            f"{site_key(site)}_auc": _mean_std(b)[0],
+            f"{result_key(site)}_auc": _mean_std(b)[0],
             "drop": _mean_std(drops)[0],
             "drop_ci95": list(t_interval(drops)),
         }

@@ -43,6 +43,7 @@ from cagcl_mini.losses.targets import catalog_label_anatomy
 from cagcl_mini.nn.model import ModelConfig, image_and_anatomy
 from cagcl_mini.nn.pooling import AttentionMaskPool, mean_mask_pool
 from cagcl_mini.nn.vision import build_vision_encoder
+from cagcl_mini.phantom.sites import result_key
 from cagcl_mini.progress import progress_bar
 from cagcl_mini.train.config import TrainConfig, resolve_config
 from cagcl_mini.train.setup import autocast_for, dataset_for, lr_factor
@@ -266,7 +267,7 @@ def supervised_probe(
     result = _score_supervised(probe, valid_set)
     for site in sites:
         transfer = _score_supervised(probe, dataset_for(config, "valid", site=site))
-        key = f"site_{site.lower()}"
+        key = result_key(site)
         result[f"{key}_macro_auc"] = transfer["macro_auc"]
         result[f"{key}_auc"] = transfer["auc"]
         # the other sites label only the 18 CT-RATE findings: compare like with like

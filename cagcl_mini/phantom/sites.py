@@ -126,6 +126,11 @@ SITES: dict[str, Site] = {
 }
 
 
+def result_key(name: str) -> str:
+    """The prefix of a site's results in the benchmarks' JSON: ``site_b`` for site ``B``."""
+    return f"site_{name.lower()}"
+
+
 def site(name: str) -> Site:
     """The :class:`Site` called ``name`` (a key of :data:`SITES`)."""
     if name not in SITES:

@@ -108,7 +108,6 @@ def test_the_transfer_verdict_pairs_site_b_by_seed():
     assert both["transfer"] == out
     assert both["transfer_c"]["site_c_cagcl_minus_fvlm"] == pytest.approx((0.10 - 0.01 + 0.10) / 3)
     assert both["transfer_c"]["site_c_seeds_cagcl_ahead"] == 2
-    assert claims.transfer_sites(cagcl_c["per_seed"]) == ["B", "C"]
 
 
 @pytest.fixture(scope="module")
